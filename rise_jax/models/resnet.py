@@ -1,0 +1,241 @@
+"""Flax linen ResNet-18/34/50/101 mirroring torchvision's architecture one-to-one.
+
+The layout follows ``torchvision.models.resnet`` (v1.5: in the bottleneck the stride sits on
+the 3x3 conv), so a torchvision ``state_dict`` maps onto these parameters 1:1. All convs use
+explicit symmetric padding ``((p, p), (p, p))`` like torch, never ``"SAME"``, and the stem max
+pool pads with ``-inf``. Batch norm uses ``epsilon=1e-5`` and ``momentum=0.9`` (torch's
+``momentum=0.1``).
+
+Parameter naming (Flax name -> torchvision name)::
+
+  conv1                      -> conv1                (kernel [7, 7, 3, width], no bias)
+  bn1                        -> bn1                  (scale/bias, batch_stats mean/var)
+  layer{i}_{j}.conv1         -> layer{i}.{j}.conv1
+  layer{i}_{j}.bn1           -> layer{i}.{j}.bn1
+  layer{i}_{j}.conv2 / bn2   -> layer{i}.{j}.conv2 / bn2
+  layer{i}_{j}.conv3 / bn3   -> layer{i}.{j}.conv3 / bn3   (bottleneck only)
+  layer{i}_{j}.downsample_conv -> layer{i}.{j}.downsample.0
+  layer{i}_{j}.downsample_bn   -> layer{i}.{j}.downsample.1
+  fc                         -> fc                   (kernel [C, num_classes], bias)
+
+with ``i`` in 1..4 and ``j`` the block index inside the stage (0-based). Flax conv kernels
+are HWIO (torch is OIHW) and the dense kernel is [in, out] (torch is [out, in]); BN
+``scale`` is torch's ``weight`` and ``mean``/``var`` live in the ``batch_stats`` collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
+  """A bias-free conv with torch-style symmetric padding ``kernel // 2``."""
+  pad = kernel // 2
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=False,
+    dtype=dtype,
+    kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    name=name,
+  )
+
+
+def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
+  """Batch norm with torch's defaults (eps 1e-5, torch momentum 0.1)."""
+  return nn.BatchNorm(
+    use_running_average=not train,
+    momentum=_BN_MOMENTUM,
+    epsilon=_BN_EPSILON,
+    dtype=dtype,
+    name=name,
+  )
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs with a residual connection (ResNet-18/34).
+
+  Attributes:
+    features: Output channels ``c`` of the block.
+    stride: Stride of the first 3x3 conv (and of the downsample conv).
+    downsample: Whether the shortcut is a 1x1 conv + BN (shape change).
+    dtype: Computation dtype.
+  """
+
+  features: int
+  stride: int = 1
+  downsample: bool = False
+  dtype: Any = jnp.float32
+
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies the block.
+
+    Args:
+      x: [B, H, W, C_in] input.
+      train: Whether batch norm uses (and updates) batch statistics.
+
+    Returns:
+      [B, H / stride, W / stride, features] output.
+    """
+    identity = x
+    y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
+    y = nn.relu(_bn(train, "bn1", self.dtype)(y))
+    y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
+    y = _bn(train, "bn2", self.dtype)(y)
+    if self.downsample:
+      identity = _conv(self.features, 1, self.stride, "downsample_conv", self.dtype)(x)
+      identity = _bn(train, "downsample_bn", self.dtype)(identity)
+    return nn.relu(y + identity)
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (strided, v1.5) -> 1x1 convs with a residual connection (ResNet-50/101).
+
+  Attributes:
+    features: Bottleneck width ``c``; the block outputs ``4 * c`` channels.
+    stride: Stride of the 3x3 conv (and of the downsample conv).
+    downsample: Whether the shortcut is a 1x1 conv + BN (shape change).
+    dtype: Computation dtype.
+  """
+
+  features: int
+  stride: int = 1
+  downsample: bool = False
+  dtype: Any = jnp.float32
+
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies the block.
+
+    Args:
+      x: [B, H, W, C_in] input.
+      train: Whether batch norm uses (and updates) batch statistics.
+
+    Returns:
+      [B, H / stride, W / stride, 4 * features] output.
+    """
+    out_features = self.features * self.expansion
+    identity = x
+    y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
+    y = nn.relu(_bn(train, "bn1", self.dtype)(y))
+    y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+    y = nn.relu(_bn(train, "bn2", self.dtype)(y))
+    y = _conv(out_features, 1, 1, "conv3", self.dtype)(y)
+    y = _bn(train, "bn3", self.dtype)(y)
+    if self.downsample:
+      identity = _conv(out_features, 1, self.stride, "downsample_conv", self.dtype)(x)
+      identity = _bn(train, "downsample_bn", self.dtype)(identity)
+    return nn.relu(y + identity)
+
+
+_BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(nn.Module):
+  """torchvision-compatible ResNet (see the module docstring for parameter names).
+
+  Attributes:
+    stage_sizes: Number of blocks in each of the four stages, e.g. ``(2, 2, 2, 2)``.
+    block: ``"basic"`` (ResNet-18/34) or ``"bottleneck"`` (ResNet-50/101).
+    num_classes: Number of output logits.
+    width: Channels of the stem and base width of the first stage (torchvision: 64).
+    dtype: Computation dtype; logits are always returned as float32.
+  """
+
+  stage_sizes: Sequence[int]
+  block: str
+  num_classes: int = 1000
+  width: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Applies the network.
+
+    Args:
+      x: float32[B, H, W, 3] images (NHWC).
+      train: If True, batch norm uses batch statistics and updates ``batch_stats`` (apply
+        with ``mutable=["batch_stats"]``); otherwise it uses the running averages.
+
+    Returns:
+      ``(logits, features)``: logits float32[B, num_classes] and a dict with
+      ``"stem"`` [B, H/4, W/4, width] (after the max pool), ``"stage1"``..``"stage4"``
+      (outputs of layer1..layer4, strides 4, 8, 16, 32; channels ``width * 2**k`` times
+      the block expansion, e.g. 256/512/1024/2048 for ResNet-50), ``"last_conv"`` (same as
+      ``"stage4"``) and ``"pre_logits"`` [B, C] (global average pool of stage4).
+
+    Raises:
+      ValueError: If ``x`` is not of shape [B, H, W, 3], or ``block`` is unknown.
+    """
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f"ResNet expects input of shape [B, H, W, 3]; got shape {tuple(x.shape)}")
+    if self.block not in _BLOCKS:
+      raise ValueError(f"block must be one of {sorted(_BLOCKS)}; got {self.block!r}")
+    block_cls = _BLOCKS[self.block]
+    feats: dict[str, jax.Array] = {}
+
+    x = x.astype(self.dtype)
+    x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
+    x = nn.relu(_bn(train, "bn1", self.dtype)(x))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    feats["stem"] = x
+
+    in_channels = self.width
+    for i, num_blocks in enumerate(self.stage_sizes):
+      features = self.width * 2**i
+      for j in range(num_blocks):
+        stride = 2 if (i > 0 and j == 0) else 1
+        out_channels = features * block_cls.expansion
+        x = block_cls(
+          features=features,
+          stride=stride,
+          downsample=(stride != 1 or in_channels != out_channels),
+          dtype=self.dtype,
+          name=f"layer{i + 1}_{j}",
+        )(x, train=train)
+        in_channels = out_channels
+      feats[f"stage{i + 1}"] = x
+    feats["last_conv"] = x
+
+    x = jnp.mean(x, axis=(1, 2))
+    feats["pre_logits"] = x
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return logits.astype(jnp.float32), feats
+
+
+def ResNet18(num_classes: int = 1000, **kw: Any) -> ResNet:
+  """ResNet-18 (torchvision ``resnet18``, 11,689,512 params at 1000 classes)."""
+  return ResNet(stage_sizes=(2, 2, 2, 2), block="basic", num_classes=num_classes, **kw)
+
+
+def ResNet34(num_classes: int = 1000, **kw: Any) -> ResNet:
+  """ResNet-34 (torchvision ``resnet34``, 21,797,672 params at 1000 classes)."""
+  return ResNet(stage_sizes=(3, 4, 6, 3), block="basic", num_classes=num_classes, **kw)
+
+
+def ResNet50(num_classes: int = 1000, **kw: Any) -> ResNet:
+  """ResNet-50 (torchvision ``resnet50`` v1.5, 25,557,032 params at 1000 classes)."""
+  return ResNet(stage_sizes=(3, 4, 6, 3), block="bottleneck", num_classes=num_classes, **kw)
+
+
+def ResNet101(num_classes: int = 1000, **kw: Any) -> ResNet:
+  """ResNet-101 (torchvision ``resnet101`` v1.5, 44,549,160 params at 1000 classes)."""
+  return ResNet(stage_sizes=(3, 4, 23, 3), block="bottleneck", num_classes=num_classes, **kw)
+
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNet18", "ResNet34", "ResNet50", "ResNet101"]
