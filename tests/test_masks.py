@@ -44,7 +44,7 @@ def _np_reference(key, num, size, grid, p1):
                                        ((64, 48), (8, 6))])
 def test_masks_equal_numpy_reference(size, grid):
   key = jax.random.key(3)
-  ours = np.asarray(rise_jax.generate_masks(key, 40, size, grid, 0.4, batch_size=16))
+  ours = np.asarray(rise_jax.generate_masks(key, 40, size, grid, 0.4))
   grid2 = grid if isinstance(grid, tuple) else (grid, grid)
   ref = _np_reference(key, 40, size, grid2, 0.4)
   assert ours.shape == (40, *size)
@@ -82,8 +82,8 @@ def test_mask_statistics():
 
 
 def test_masks_are_addressed_by_index():
-  a = rise_jax.generate_masks(5, 50, 16, 4, batch_size=7)
-  b = rise_jax.generate_masks(5, 20, 16, 4, batch_size=20)
+  a = rise_jax.generate_masks(5, 50, 16, 4)
+  b = rise_jax.generate_masks(5, 20, 16, 4)
   np.testing.assert_array_equal(np.asarray(a[:20]), np.asarray(b))
   c = rise_jax.generate_masks(6, 20, 16, 4)
   assert np.abs(np.asarray(c) - np.asarray(b)).max() > 0.1
@@ -115,7 +115,6 @@ def test_save_load_roundtrip(tmp_path):
     (dict(grid_size=33), "grid_size"),
     (dict(grid_size=(2, 3, 4)), "grid_size"),
     (dict(input_size=(0, 5)), "input_size"),
-    (dict(batch_size=0), "batch_size"),
 ])
 def test_generate_masks_bad_input(kwargs, match):
   args = dict(key=0, num_masks=4, input_size=32, grid_size=4, p1=0.5)

@@ -51,7 +51,8 @@ def test_param_names_follow_torchvision_layout():
   assert params["fc"]["kernel"].shape == (2048, 1000)
   r18 = _abstract_variables(ResNet18())["params"]
   assert "downsample_conv" not in r18["layer1_0"]
-  assert set(r18["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "downsample_conv", "downsample_bn"}
+  assert set(r18["layer2_0"]) == {
+      "conv1", "bn1", "conv2", "bn2", "downsample_conv", "downsample_bn"}
 
 
 @pytest.mark.parametrize(

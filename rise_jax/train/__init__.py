@@ -1,0 +1,1 @@
+"""Training utilities: classifiers on the benchmark datasets."""

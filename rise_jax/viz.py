@@ -1,0 +1,193 @@
+"""Figures: saliency overlays and deletion/insertion curves, written as PNG.
+
+Everything renders through matplotlib's Agg canvas directly (``matplotlib.figure.Figure`` +
+``FigureCanvasAgg``), never through ``pyplot``, so importing this module changes no global
+backend and works on headless machines and in threads.
+
+Figure sizes are fixed (no ``bbox_inches="tight"``), so the PNG pixel size is predictable:
+``save_overlays`` writes ``(PANEL_PX * (K + 1)) x (PANEL_PX + TITLE_PX)`` pixels (W x H) and
+``save_curves`` writes ``CURVE_SIZE_PX``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+PANEL_PX = 200
+TITLE_PX = 30
+CURVE_SIZE_PX = (480, 360)  # (width, height)
+_DPI = 100
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+  """Min-max scales ``x`` to [0, 1]; a constant array maps to zeros."""
+  x = np.asarray(x, np.float64)
+  lo, hi = np.min(x), np.max(x)
+  if not np.isfinite(lo) or not np.isfinite(hi):
+    raise ValueError("array contains non-finite values")
+  if hi - lo <= 0:
+    return np.zeros_like(x)
+  return (x - lo) / (hi - lo)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"image must have shape [H, W, 3], got {image.shape}")
+  return image
+
+
+def display_image(image: np.ndarray) -> np.ndarray:
+  """The image as displayed: min-max scaled to [0, 1] over all channels together.
+
+  Args:
+    image: float32[H, W, 3] in any range (e.g. normalised model input).
+
+  Returns:
+    float64[H, W, 3] in [0, 1].
+  """
+  return _minmax(_check_image(image))
+
+
+def overlay(
+  image: np.ndarray,
+  saliency: np.ndarray,
+  *,
+  alpha: float = 0.5,
+  cmap: str = "jet",
+) -> np.ndarray:
+  """Blends a colour-mapped saliency map over an image.
+
+  ``out = round(255 * ((1 - alpha) * minmax(image) + alpha * cmap(minmax(saliency))))``, where
+  ``minmax`` scales to [0, 1] (a constant array maps to 0).
+
+  Args:
+    image: float32[H, W, 3] in any range; min-max scaled to [0, 1] for display.
+    saliency: float32[H, W] saliency map, any range.
+    alpha: Weight of the heat map in [0, 1]; 0 returns the scaled image.
+    cmap: A matplotlib colormap name.
+
+  Returns:
+    uint8[H, W, 3] RGB.
+
+  Raises:
+    ValueError: For mismatched shapes, ``alpha`` outside [0, 1] or an unknown colormap.
+  """
+  image = _check_image(image)
+  saliency = np.asarray(saliency)
+  if saliency.shape != image.shape[:2]:
+    raise ValueError(
+      f"saliency must have the image's shape {image.shape[:2]}, got {saliency.shape}"
+    )
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+  if cmap not in matplotlib.colormaps:
+    raise ValueError(f"cmap must be a matplotlib colormap name, got {cmap!r}")
+  heat = matplotlib.colormaps[cmap](_minmax(saliency))[..., :3]
+  out = (1.0 - alpha) * _minmax(image) + alpha * heat
+  return np.clip(np.round(255.0 * out), 0, 255).astype(np.uint8)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png", dpi=_DPI)
+  return path
+
+
+def save_overlays(
+  path: str | os.PathLike,
+  image: np.ndarray,
+  maps: np.ndarray,
+  titles: Sequence[str],
+  *,
+  alpha: float = 0.5,
+  cmap: str = "jet",
+) -> str:
+  """Writes one PNG row: the image, then one overlay per saliency map.
+
+  Args:
+    path: Output ``.png`` path; parent folders are created.
+    image: float32[H, W, 3] in any range.
+    maps: float32[K, H, W] saliency maps (each min-max scaled on its own).
+    titles: ``K`` panel titles, one per map (the image panel is titled "image").
+    alpha: Heat-map weight, see :func:`overlay`.
+    cmap: Colormap name, see :func:`overlay`.
+
+  Returns:
+    The path written. The PNG is ``PANEL_PX * (K + 1)`` wide and ``PANEL_PX + TITLE_PX`` high.
+
+  Raises:
+    ValueError: For mismatched shapes or a wrong number of titles.
+  """
+  image = _check_image(image)
+  maps = np.asarray(maps)
+  if maps.ndim != 3 or maps.shape[1:] != image.shape[:2]:
+    raise ValueError(
+      f"maps must have shape [K, {image.shape[0]}, {image.shape[1]}], got {maps.shape}"
+    )
+  if len(titles) != maps.shape[0]:
+    raise ValueError(f"need one title per map ({maps.shape[0]}), got {len(titles)}")
+  panels = [display_image(image)] + [overlay(image, m, alpha=alpha, cmap=cmap) for m in maps]
+  names = ["image", *titles]
+  n = len(panels)
+  width, height = PANEL_PX * n, PANEL_PX + TITLE_PX
+  fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+  for i, (panel, name) in enumerate(zip(panels, names)):
+    ax = fig.add_axes((i / n, 0.0, 1.0 / n, PANEL_PX / height))
+    ax.imshow(panel, interpolation="nearest")
+    ax.set_axis_off()
+    fig.text(
+      (i + 0.5) / n, 1.0 - 0.5 * TITLE_PX / height, name, ha="center", va="center", fontsize=9
+    )
+  return _save(fig, path)
+
+
+def save_curves(
+  path: str | os.PathLike,
+  curves: Mapping[str, np.ndarray],
+  title: str,
+) -> str:
+  """Plots deletion/insertion curves on x in [0, 1], with their AUC in the legend.
+
+  The AUC is the trapezoid rule on [0, 1]: ``(sum(a) - a[0]/2 - a[-1]/2) / (n - 1)``.
+
+  Args:
+    path: Output ``.png`` path; parent folders are created.
+    curves: Name -> float32[n] scores at fractions ``linspace(0, 1, n)`` (``n >= 2``; the
+      curves may have different lengths).
+    title: Figure title.
+
+  Returns:
+    The path written; the PNG is ``CURVE_SIZE_PX`` (width, height) pixels.
+
+  Raises:
+    ValueError: For an empty dict or a curve that is not 1-D with at least 2 points.
+  """
+  if not curves:
+    raise ValueError("curves must hold at least one curve, got an empty mapping")
+  width, height = CURVE_SIZE_PX
+  fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+  ax = fig.add_subplot(1, 1, 1)
+  for name, curve in curves.items():
+    a = np.asarray(curve, np.float64)
+    if a.ndim != 1 or a.shape[0] < 2:
+      raise ValueError(f"curve {name!r} must be 1-D with >= 2 points, got shape {a.shape}")
+    auc = (a.sum() - a[0] / 2 - a[-1] / 2) / (a.shape[0] - 1)
+    ax.plot(np.linspace(0.0, 1.0, a.shape[0]), a, label=f"{name} (AUC {auc:.3f})")
+  ax.set_xlim(0.0, 1.0)
+  ax.set_xlabel("fraction of pixels")
+  ax.set_ylabel("score")
+  ax.set_title(title)
+  ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)
