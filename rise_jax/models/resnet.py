@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.common import tap
+
 _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
@@ -193,7 +195,7 @@ class ResNet(nn.Module):
     x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
     x = nn.relu(_bn(train, "bn1", self.dtype)(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    feats["stem"] = x
+    x = tap(self, "stem", x, feats)
 
     in_channels = self.width
     for i, num_blocks in enumerate(self.stage_sizes):
@@ -209,8 +211,8 @@ class ResNet(nn.Module):
           name=f"layer{i + 1}_{j}",
         )(x, train=train)
         in_channels = out_channels
-      feats[f"stage{i + 1}"] = x
-    feats["last_conv"] = x
+      x = tap(self, f"stage{i + 1}", x, feats)
+    x = tap(self, "last_conv", x, feats)
 
     x = jnp.mean(x, axis=(1, 2))
     feats["pre_logits"] = x

@@ -8,6 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rise_jax.models.common import tap
+
 
 class TinyCNN(nn.Module):
   """A small conv net: ``len(features)`` conv-ReLU-pool stages, global pool, dense head.
@@ -36,10 +38,10 @@ class TinyCNN(nn.Module):
     feats = {}
     for i, width in enumerate(self.features):
       x = nn.relu(nn.Conv(width, (3, 3), name=f"conv{i + 1}")(x))
-      feats[f"stage{i + 1}"] = x
+      x = tap(self, f"stage{i + 1}", x, feats)
       if i < len(self.features) - 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    feats["last_conv"] = x
+    x = tap(self, "last_conv", x, feats)
     x = jnp.mean(x, axis=(1, 2))
     feats["pre_logits"] = x
     logits = nn.Dense(self.num_classes, name="head")(x)

@@ -1,0 +1,19 @@
+"""Metrics that score saliency maps (they never import a saliency method)."""
+
+from rise_jax.metrics.causal import auc, deletion, insertion
+from rise_jax.metrics.class_specific import class_specific_table
+from rise_jax.metrics.explainer import explainer_scores, sanity_baselines
+from rise_jax.metrics.pointing import PointingGame, pointing_game
+from rise_jax.metrics.segmentation import segmentation_scores
+
+__all__ = [
+    "PointingGame",
+    "auc",
+    "class_specific_table",
+    "deletion",
+    "explainer_scores",
+    "insertion",
+    "pointing_game",
+    "sanity_baselines",
+    "segmentation_scores",
+]
