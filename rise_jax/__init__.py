@@ -1,17 +1,24 @@
 """rise_jax: black-box saliency for image models in JAX (RISE, Segmentation RISE, ...)."""
 
+from rise_jax import baselines, metrics
 from rise_jax.engine import batch_mesh
+from rise_jax.evaluation import Results, evaluate, summary_markdown
 from rise_jax.masks import generate_masks, load_masks, save_masks
 from rise_jax.rise import RiseInfo, rise, segmentation_rise
 
 __all__ = [
+    "Results",
     "RiseInfo",
+    "baselines",
     "batch_mesh",
+    "evaluate",
     "generate_masks",
     "load_masks",
+    "metrics",
     "rise",
     "save_masks",
     "segmentation_rise",
+    "summary_markdown",
 ]
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rise_jax
-from rise_jax import baselines, evaluate as ev
+from rise_jax import baselines, evaluation as ev
 from rise_jax.metrics import causal, class_specific, segmentation
 
 H = W = 16

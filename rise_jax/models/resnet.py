@@ -64,6 +64,18 @@ def _bn(train: bool, name: str, dtype: Any) -> nn.BatchNorm:
   )
 
 
+def _shortcut(x: jax.Array, features: int, stride: int, downsample: bool, train: bool,
+              dtype: Any) -> jax.Array:
+  """The residual branch: identity, or a strided 1x1 conv + BN when the shape changes.
+
+  Called from a block's compact ``__call__``, so its submodules belong to that block.
+  """
+  if not downsample:
+    return x
+  x = _conv(features, 1, stride, "downsample_conv", dtype)(x)
+  return _bn(train, "downsample_bn", dtype)(x)
+
+
 class BasicBlock(nn.Module):
   """Two 3x3 convs with a residual connection (ResNet-18/34).
 
@@ -92,15 +104,12 @@ class BasicBlock(nn.Module):
     Returns:
       [B, H / stride, W / stride, features] output.
     """
-    identity = x
     y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
     y = nn.relu(_bn(train, "bn1", self.dtype)(y))
     y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
     y = _bn(train, "bn2", self.dtype)(y)
-    if self.downsample:
-      identity = _conv(self.features, 1, self.stride, "downsample_conv", self.dtype)(x)
-      identity = _bn(train, "downsample_bn", self.dtype)(identity)
-    return nn.relu(y + identity)
+    return nn.relu(y + _shortcut(x, self.features, self.stride, self.downsample, train,
+                                 self.dtype))
 
 
 class Bottleneck(nn.Module):
@@ -132,17 +141,14 @@ class Bottleneck(nn.Module):
       [B, H / stride, W / stride, 4 * features] output.
     """
     out_features = self.features * self.expansion
-    identity = x
     y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
     y = nn.relu(_bn(train, "bn1", self.dtype)(y))
     y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
     y = nn.relu(_bn(train, "bn2", self.dtype)(y))
     y = _conv(out_features, 1, 1, "conv3", self.dtype)(y)
     y = _bn(train, "bn3", self.dtype)(y)
-    if self.downsample:
-      identity = _conv(out_features, 1, self.stride, "downsample_conv", self.dtype)(x)
-      identity = _bn(train, "downsample_bn", self.dtype)(identity)
-    return nn.relu(y + identity)
+    return nn.relu(y + _shortcut(x, out_features, self.stride, self.downsample, train,
+                                 self.dtype))
 
 
 _BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
