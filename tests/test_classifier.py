@@ -1,7 +1,5 @@
 """Tests for rise_jax.train.classifier."""
 
-import time
-
 import jax
 import numpy as np
 import pytest
@@ -20,15 +18,12 @@ def test_training_halves_the_loss(data):
   module = TinyCNN(num_classes=6)
   x, y = data["image"], data["label"]
   init = classifier.train_classifier(module, x, y, steps=0, progress=False)
-  start = time.perf_counter()
   # 200 images are too few to generalise; this checks the optimiser fits the training set.
   params = classifier.train_classifier(module, x, y, steps=500, batch_size=32, progress=False)
-  elapsed = time.perf_counter() - start
   loss0 = classifier.evaluate_loss(module, init, x, y)
   loss1 = classifier.evaluate_loss(module, params, x, y)
   assert 0.5 < loss0 < 0.9  # ~log(2) at initialisation
   assert loss1 <= 0.5 * loss0, (loss0, loss1)
-  assert elapsed < 60.0  # ~10 s on 2 CPU cores
 
   # The black box agrees with the module; outputs are valid probabilities.
   logits = module.apply(params, x[:8])[0]

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import flax
 import flax.linen as nn
+import flax.struct
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,3 +180,194 @@ def black_box(
     return post(_logits(module, params, images))
 
   return scores
+
+
+def average_precision(scores: Any, labels: Any) -> float:
+  """Non-interpolated average precision of one class (as scikit-learn computes it).
+
+  Args:
+    scores: float[N] scores.
+    labels: {0, 1}[N] targets.
+
+  Returns:
+    Mean precision at the rank of each positive (ties broken by index); NaN without positives.
+  """
+  s = np.asarray(scores, np.float64)
+  y = np.asarray(labels) > 0.5
+  if not y.any():
+    return float("nan")
+  order = np.argsort(-s, kind="stable")
+  hits = y[order]
+  precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+  return float(precision[hits].mean())
+
+
+def mean_average_precision(scores: Any, labels: Any) -> tuple[float, np.ndarray]:
+  """``(mAP over classes with positives, per-class AP float64[C])``."""
+  s, y = np.asarray(scores), np.asarray(labels)
+  if s.shape != y.shape or s.ndim != 2:
+    raise ValueError(f"scores and labels must both be [N, C], got {s.shape} and {y.shape}")
+  per = np.asarray([average_precision(s[:, c], y[:, c]) for c in range(s.shape[1])])
+  return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan"), per
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What :func:`fit` optimises and checkpoints (frozen parameters are not part of it)."""
+
+  epoch: jax.Array
+  params: Any  # trainable parameters only
+  batch_stats: Any
+  opt_state: Any
+
+
+def split_trainable(params: Any, trainable: Callable[[tuple[str, ...]], bool]
+                    ) -> tuple[dict, dict]:
+  """Splits a params tree into ``(trainable, frozen)`` flat dicts keyed by path tuples."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+  train = {k: v for k, v in flat.items() if trainable(k)}
+  frozen = {k: v for k, v in flat.items() if not trainable(k)}
+  if not train:
+    raise ValueError(f"no trainable parameters selected among {sorted({k[0] for k in flat})}")
+  return train, frozen
+
+
+def _merge(train: dict, frozen: dict) -> dict:
+  return flax.traverse_util.unflatten_dict({**frozen, **train})
+
+
+def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_size: int = 64,
+        learning_rate: float = 1e-3, seed: int = 0, head_only: bool = False,
+        head_names: tuple[str, ...] = ("head", "fc"), init_variables: Any = None,
+        workdir: str | None = None, progress: bool = True) -> dict:
+  """Multi-label BCE training with Adam, per-epoch validation mAP, Orbax keep-best and resume.
+
+  Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
+  partial batch is dropped), so a run killed after epoch ``k`` and resumed from its checkpoint
+  ends with exactly the parameters of an uninterrupted run.
+
+  Args:
+    module: Flax module ``__call__(x, train) -> logits or (logits, features)``; batch norm
+      statistics (``batch_stats``) are supported.
+    train: ``{"image": float32[N, H, W, C], "label": multi-hot [N, K]}``.
+    val: Same for validation (mAP and loss each epoch).
+    epochs: Total epochs (a resumed run continues up to this number).
+    batch_size: Examples per step, in ``[1, N]``.
+    learning_rate: Adam learning rate.
+    seed: Initialisation and data-order seed.
+    head_only: Train only the parameters under ``head_names`` (fine-tuning a pretrained
+      backbone); the frozen rest is passed to the step as an explicit argument.
+    head_names: Top-level parameter names of the classifier head.
+    init_variables: Starting variables (e.g. converted pretrained weights); default
+      ``module.init``.
+    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
+      ``None`` trains in memory without checkpoints.
+    progress: Show progress bars.
+
+  Returns:
+    ``{"variables": the variables of the epoch with the best validation mAP,
+    "last_variables", "history": [{"epoch", "train_loss", "val_loss", "val_map"}],
+    "best_epoch", "val_map"}``.
+  """
+  import json
+  import os
+
+  from rise_jax.train import checkpoint
+
+  x_tr, y_tr = _check_data(train["image"], train["label"])
+  x_va, y_va = _check_data(val["image"], val["label"])
+  n = x_tr.shape[0]
+  if not 1 <= batch_size <= n:
+    raise ValueError(f"batch_size must be in [1, {n}] (the number of examples), got {batch_size}")
+  if epochs < 1 or learning_rate <= 0:
+    raise ValueError(f"epochs must be >= 1 and learning_rate > 0, got {epochs}, {learning_rate}")
+  init_key, key = jax.random.split(jax.random.key(seed))
+  variables = init_variables or module.init(init_key, x_tr[:1])
+  has_bn = "batch_stats" in variables
+  trainable_fn = (lambda k: k[0] in head_names) if head_only else (lambda k: True)
+  params_tr, frozen = split_trainable(variables["params"], trainable_fn)
+  tx = optax.adam(learning_rate)
+  state = TrainState(epoch=jnp.asarray(0, jnp.int32), params=params_tr,
+                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params_tr))
+
+  def apply(params, batch_stats, frozen, images, is_training):
+    v = {"params": _merge(params, frozen)}
+    if has_bn:
+      v["batch_stats"] = batch_stats
+    if is_training and has_bn:
+      out, upd = module.apply(v, images, train=True, mutable=["batch_stats"])
+      return (out[0] if isinstance(out, tuple) else out), upd["batch_stats"]
+    out = module.apply(v, images, train=False)
+    return (out[0] if isinstance(out, tuple) else out), batch_stats
+
+  @jax.jit
+  def train_step(state, frozen, images, labels):
+    def loss_fn(p):
+      logits, stats = apply(p, state.batch_stats, frozen, images, True)
+      return _bce(logits, labels), stats
+
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates), batch_stats=stats,
+                         opt_state=opt_state), loss
+
+  @jax.jit
+  def eval_logits(state, frozen, images):
+    return apply(state.params, state.batch_stats, frozen, images, False)[0]
+
+  def evaluate(state):
+    logits = np.concatenate([np.asarray(eval_logits(state, frozen, x_va[i:i + 256]))
+                             for i in range(0, x_va.shape[0], 256)])
+    loss = float(np.mean(np.asarray(optax.sigmoid_binary_cross_entropy(logits, y_va))))
+    return loss, mean_average_precision(logits, np.asarray(y_va))[0]
+
+  latest = best = None
+  history: list[dict] = []
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    latest = checkpoint.Manager(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
+    best = checkpoint.Manager(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
+                              best_metric="val_map", best_mode="max")
+    hist_path = os.path.join(workdir, "history.json")
+    if latest.latest_step() is not None:
+      state = latest.restore(state)
+      state = jax.tree.map(jnp.asarray, state)
+      with open(hist_path) as f:
+        history = json.load(f)[: int(state.epoch)]
+  best_state, best_map = state, -np.inf
+  if best is not None and best.best_step() is not None:
+    best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
+    best_map = max(h["val_map"] for h in history if h["epoch"] == best.best_step())
+  steps_per_epoch = n // batch_size
+  for epoch in tqdm.trange(int(state.epoch), epochs, desc="epochs", disable=not progress):
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    losses = []
+    for s in range(steps_per_epoch):
+      idx = perm[s * batch_size:(s + 1) * batch_size]
+      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx])
+      losses.append(loss)
+    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+    val_loss, val_map = evaluate(state)
+    history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                    "val_loss": val_loss, "val_map": val_map})
+    if val_map > best_map:
+      best_state, best_map = state, val_map
+    if latest is not None:
+      latest.save(epoch + 1, state, {"val_map": val_map})
+      best.save(epoch + 1, state, {"val_map": val_map})
+      with open(hist_path, "w") as f:
+        json.dump(history, f, indent=2)
+
+  def to_variables(st):
+    v = {"params": _merge(st.params, frozen)}
+    if has_bn:
+      v["batch_stats"] = st.batch_stats
+    return v
+
+  best_epoch = int(best_state.epoch)
+  for m in (latest, best):
+    if m is not None:
+      m.close()
+  return {"variables": to_variables(best_state), "last_variables": to_variables(state),
+          "history": history, "best_epoch": best_epoch,
+          "val_map": max((h["val_map"] for h in history), default=float("nan"))}
