@@ -67,3 +67,14 @@ def test_fit_bad_input(small):
   with pytest.raises(ValueError, match="labels"):
     classifier.fit(TinyCNN(num_classes=6), tr, {"image": va["image"], "label": va["label"][:3]},
                    progress=False)
+
+
+def test_train_and_evaluate_quick_config(tmp_path):
+  from configs import classifier as cfg_lib
+
+  config = cfg_lib.get_config("quick")
+  out = classifier.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= out["test_map"] <= 1.0 and len(out["per_class_ap"]) == 6
+  assert (tmp_path / "results.json").exists() and (tmp_path / "history.json").exists()
+  again = classifier.train_and_evaluate(config, str(tmp_path))  # resumes: nothing to train
+  assert again["test_map"] == out["test_map"]
