@@ -102,3 +102,23 @@ def test_errors(kwargs, match):
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
     synthetic.make(**args)
+
+
+def test_spurious_cue_correlates_in_train_not_in_test():
+  tr = synthetic.make("train", 300, image_size=32, spurious=True)
+  te = synthetic.make("test", 300, image_size=32, spurious=True)
+  has0 = tr["label"][:, 0] > 0
+  assert tr["cue"][has0].mean() > 0.8 and tr["cue"][~has0].mean() < 0.2
+  has0_te = te["label"][:, 0] > 0
+  assert abs(te["cue"][has0_te].mean() - te["cue"][~has0_te].mean()) < 0.2
+  patch = synthetic.cue_mask(32)
+  assert not tr["segmentation"][tr["cue"]][:, patch].any()  # the cue hides objects under it
+  plain = synthetic.make("train", 5, image_size=32)
+  assert not plain["cue"].any()
+
+
+def test_difficult_marks_heavily_occluded_objects():
+  d = synthetic.make("train", 200, image_size=32)
+  assert d["difficult"].shape == d["label"].shape
+  assert not d["difficult"][d["label"] == 0].any()
+  assert d["difficult"].any()  # some occlusion happens at this density

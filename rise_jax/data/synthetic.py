@@ -25,6 +25,7 @@ STD: tuple[float, float, float] = (0.205, 0.205, 0.205)
 
 _MAX_OBJECTS = 3
 _PLACEMENT_TRIES = 20
+_OVERLAP_PROB = 0.3  # objects placed anywhere, so some occlude others partially
 
 
 def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -74,15 +75,31 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
   return image, base
 
 
+def cue_mask(size: int) -> np.ndarray:
+  """bool[size, size]: where the spurious cue (a checkerboard patch, top-left) is drawn."""
+  mask = np.zeros((size, size), bool)
+  side = max(4, size // 6)
+  mask[1:1 + side, 1:1 + side] = True
+  return mask
+
+
+def _draw_cue(image: np.ndarray, size: int) -> np.ndarray:
+  yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+  checker = ((yy // 2 + xx // 2) % 2).astype(np.float64)
+  return np.where(cue_mask(size)[..., None], checker[..., None], image)
+
+
 def _example(
   rng: np.random.Generator, size: int, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Draws one scene.
 
   Returns:
-    ``(image, segmentation)``: raw RGB float64[H, W, 3] and bool[H, W, C] visible pixels.
+    ``(image, segmentation, full)``: raw RGB float64[H, W, 3], bool[H, W, C] visible pixels
+    and int64[C] the full (unoccluded) pixel count of each drawn class.
   """
   image, base = _background(rng, size)
+  full = np.zeros(num_classes, np.int64)
   seg = np.zeros((size, size, num_classes), bool)
   occupied = np.zeros((size, size), bool)
   yy, xx = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
@@ -90,9 +107,13 @@ def _example(
   classes = rng.choice(num_classes, size=num_objects, replace=False)
   for cls in classes:
     radius = rng.uniform(0.12, 0.22) * size
-    for _ in range(_PLACEMENT_TRIES):  # prefer a place that overlaps no earlier object
+    angle = rng.uniform(0.0, 2 * np.pi)
+    cos, sin = np.cos(angle), np.sin(angle)
+    tries = 1 if rng.random() < _OVERLAP_PROB else _PLACEMENT_TRIES
+    for _ in range(tries):  # mostly prefer a place that overlaps no earlier object
       cy, cx = rng.uniform(radius, size - radius, size=2)
-      mask = _shape_mask(int(cls), (yy - cy) / radius, (xx - cx) / radius)
+      u, v = (yy - cy) / radius, (xx - cx) / radius
+      mask = _shape_mask(int(cls), cos * u - sin * v, sin * u + cos * v)  # rotated
       if not (mask & occupied).any():
         break
     while True:  # a colour that stands out from the background base colour
@@ -103,8 +124,9 @@ def _example(
     image = np.where(mask[..., None], shade, image)
     seg[mask] = False  # later objects occlude earlier ones
     seg[..., cls] |= mask
+    full[cls] = mask.sum()
     occupied |= mask
-  return image, seg
+  return image, seg, full
 
 
 def make(
@@ -113,6 +135,7 @@ def make(
   seed: int = 0,
   image_size: int = 64,
   num_classes: int = 6,
+  spurious: bool = False,
 ) -> dict[str, np.ndarray]:
   """Generates the synthetic shapes dataset.
 
@@ -123,6 +146,10 @@ def make(
     image_size: Side ``H = W`` of the square images, at least 16.
     num_classes: Number of shape classes ``C`` in ``[1, 6]``; the first ``C`` of
       :data:`CLASS_NAMES` are used.
+    spurious: Add the "spurious cue" variant: a checkerboard patch (:func:`cue_mask`) drawn on
+      90% of the train/val images that contain class 0 and 10% of the others, and on 50% of
+      the test images independently of their classes. A classifier that learns the cue is
+      revealed by saliency on the patch.
 
   Returns:
     A dict of NumPy arrays:
@@ -132,6 +159,9 @@ def make(
       ``"segmentation"``: bool[N, H, W, C] visible pixels of each class (occlusion applied).
       ``"boxes"``: float32[N, C, 4] ``(y0, x0, y1, x1)`` in pixels, end-exclusive, enclosing
         ``segmentation[n, ..., c]``; zeros for absent classes.
+      ``"difficult"``: bool[N, C] present classes with less than half of the object visible
+        (partial occlusion).
+      ``"cue"``: bool[N] whether the spurious cue is drawn (all False unless ``spurious``).
 
   Raises:
     ValueError: For an unknown split or an out-of-range argument.
@@ -148,9 +178,20 @@ def make(
   n, s, c = num_examples, image_size, num_classes
   images = np.empty((n, s, s, 3), np.float32)
   segs = np.empty((n, s, s, c), bool)
+  full = np.zeros((n, c), np.int64)
+  cue = np.zeros(n, bool)
   for i in range(n):
     rng = np.random.default_rng([seed, SPLITS[split], i])
-    images[i], segs[i] = _example(rng, s, c)
+    images[i], segs[i], full[i] = _example(rng, s, c)
+    if spurious:
+      cue_rng = np.random.default_rng([seed, SPLITS[split], i, 1])
+      if split == "test":
+        cue[i] = cue_rng.random() < 0.5
+      else:
+        cue[i] = cue_rng.random() < (0.9 if segs[i, ..., 0].any() else 0.1)
+      if cue[i]:
+        images[i] = _draw_cue(images[i], s)
+        segs[i][cue_mask(s)] = False
 
   images = (np.clip(images, 0.0, 1.0) - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
   labels = segs.any(axis=(1, 2)).astype(np.float32)
@@ -168,7 +209,10 @@ def make(
     axis=-1,
   ).astype(np.float32)
   boxes *= labels[..., None]
-  return {"image": images, "label": labels, "segmentation": segs, "boxes": boxes}
+  visible = segs.sum(axis=(1, 2))
+  difficult = (labels > 0) & (visible < 0.5 * np.maximum(full, 1))
+  return {"image": images, "label": labels, "segmentation": segs, "boxes": boxes,
+          "difficult": difficult, "cue": cue}
 
 
 def denormalize(images: np.ndarray) -> np.ndarray:
