@@ -21,6 +21,17 @@ Parameter naming (Flax name -> torchvision name)::
 with ``i`` in 1..4 and ``j`` the block index inside the stage (0-based). Flax conv kernels
 are HWIO (torch is OIHW) and the dense kernel is [in, out] (torch is [out, in]); BN
 ``scale`` is torch's ``weight`` and ``mean``/``var`` live in the ``batch_stats`` collection.
+
+Dilation (for dense prediction, e.g. :class:`rise_jax.models.deeplab.DeepLabV3`) follows
+torchvision's ``replace_stride_with_dilation``: a flagged stage (layer2..layer4) keeps its
+input resolution and multiplies the running dilation by the stride it drops. The first block
+of such a stage loses its stride (its 1x1 downsample too) but still uses the *previous*
+dilation for its 3x3 conv, the following blocks the new one; 3x3 convs pad by their dilation. So
+``(False, True, True)`` gives output stride 8 (layer3 dilation 2, layer4 dilation 4) and
+``(False, False, True)`` output stride 16. torchvision refuses dilation in ``BasicBlock``; here
+a dilated BasicBlock applies its dilation to both of its 3x3 convs (documented extension, used
+by the small ResNet-18 DeepLab for CPU training). ``num_classes=None`` drops ``fc`` (a
+backbone, like torchvision's ``IntermediateLayerGetter`` without ``avgpool``/``fc``).
 """
 
 from __future__ import annotations
@@ -38,14 +49,16 @@ _BN_MOMENTUM = 0.9
 _BN_EPSILON = 1e-5
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any) -> nn.Conv:
-  """A bias-free conv with torch-style symmetric padding ``kernel // 2``."""
-  pad = kernel // 2
+def _conv(features: int, kernel: int, stride: int, name: str, dtype: Any,
+          dilation: int = 1) -> nn.Conv:
+  """A bias-free conv with torch-style symmetric padding ``dilation * (kernel // 2)``."""
+  pad = dilation * (kernel // 2)
   return nn.Conv(
     features,
     (kernel, kernel),
     strides=(stride, stride),
     padding=((pad, pad), (pad, pad)),
+    kernel_dilation=(dilation, dilation),
     use_bias=False,
     dtype=dtype,
     kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
@@ -83,12 +96,14 @@ class BasicBlock(nn.Module):
     features: Output channels ``c`` of the block.
     stride: Stride of the first 3x3 conv (and of the downsample conv).
     downsample: Whether the shortcut is a 1x1 conv + BN (shape change).
+    dilation: Dilation (and padding) of both 3x3 convs (torchvision supports only 1).
     dtype: Computation dtype.
   """
 
   features: int
   stride: int = 1
   downsample: bool = False
+  dilation: int = 1
   dtype: Any = jnp.float32
 
   expansion = 1
@@ -104,9 +119,9 @@ class BasicBlock(nn.Module):
     Returns:
       [B, H / stride, W / stride, features] output.
     """
-    y = _conv(self.features, 3, self.stride, "conv1", self.dtype)(x)
+    y = _conv(self.features, 3, self.stride, "conv1", self.dtype, self.dilation)(x)
     y = nn.relu(_bn(train, "bn1", self.dtype)(y))
-    y = _conv(self.features, 3, 1, "conv2", self.dtype)(y)
+    y = _conv(self.features, 3, 1, "conv2", self.dtype, self.dilation)(y)
     y = _bn(train, "bn2", self.dtype)(y)
     return nn.relu(y + _shortcut(x, self.features, self.stride, self.downsample, train,
                                  self.dtype))
@@ -119,12 +134,14 @@ class Bottleneck(nn.Module):
     features: Bottleneck width ``c``; the block outputs ``4 * c`` channels.
     stride: Stride of the 3x3 conv (and of the downsample conv).
     downsample: Whether the shortcut is a 1x1 conv + BN (shape change).
+    dilation: Dilation (and padding) of the 3x3 conv.
     dtype: Computation dtype.
   """
 
   features: int
   stride: int = 1
   downsample: bool = False
+  dilation: int = 1
   dtype: Any = jnp.float32
 
   expansion = 4
@@ -143,7 +160,7 @@ class Bottleneck(nn.Module):
     out_features = self.features * self.expansion
     y = _conv(self.features, 1, 1, "conv1", self.dtype)(x)
     y = nn.relu(_bn(train, "bn1", self.dtype)(y))
-    y = _conv(self.features, 3, self.stride, "conv2", self.dtype)(y)
+    y = _conv(self.features, 3, self.stride, "conv2", self.dtype, self.dilation)(y)
     y = nn.relu(_bn(train, "bn2", self.dtype)(y))
     y = _conv(out_features, 1, 1, "conv3", self.dtype)(y)
     y = _bn(train, "bn3", self.dtype)(y)
@@ -160,19 +177,25 @@ class ResNet(nn.Module):
   Attributes:
     stage_sizes: Number of blocks in each of the four stages, e.g. ``(2, 2, 2, 2)``.
     block: ``"basic"`` (ResNet-18/34) or ``"bottleneck"`` (ResNet-50/101).
-    num_classes: Number of output logits.
+    num_classes: Number of output logits; ``None`` builds no ``fc`` (a backbone) and returns
+      ``None`` logits.
     width: Channels of the stem and base width of the first stage (torchvision: 64).
+    replace_stride_with_dilation: Three flags for layer2..layer4, torchvision's argument of the
+      same name: a flagged stage trades its stride 2 for dilation (see the module docstring).
+      ``(False, True, True)``: output stride 8; ``(False, False, True)``: 16.
     dtype: Computation dtype; logits are always returned as float32.
   """
 
   stage_sizes: Sequence[int]
   block: str
-  num_classes: int = 1000
+  num_classes: int | None = 1000
   width: int = 64
+  replace_stride_with_dilation: Sequence[bool] = (False, False, False)
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def __call__(self, x: jax.Array,
+               train: bool = False) -> tuple[jax.Array | None, dict[str, jax.Array]]:
     """Applies the network.
 
     Args:
@@ -181,19 +204,26 @@ class ResNet(nn.Module):
         with ``mutable=["batch_stats"]``); otherwise it uses the running averages.
 
     Returns:
-      ``(logits, features)``: logits float32[B, num_classes] and a dict with
-      ``"stem"`` [B, H/4, W/4, width] (after the max pool), ``"stage1"``..``"stage4"``
-      (outputs of layer1..layer4, strides 4, 8, 16, 32; channels ``width * 2**k`` times
-      the block expansion, e.g. 256/512/1024/2048 for ResNet-50), ``"last_conv"`` (same as
+      ``(logits, features)``: logits float32[B, num_classes] (``None`` when ``num_classes``
+      is ``None``) and a dict with ``"stem"`` [B, H/4, W/4, width] (after the max pool),
+      ``"stage1"``..``"stage4"`` (outputs of layer1..layer4, strides 4, 8, 16, 32 without
+      dilation, 4, 8, 8, 8 at output stride 8; channels ``width * 2**k`` times the block
+      expansion, e.g. 256/512/1024/2048 for ResNet-50), ``"last_conv"`` (same as
       ``"stage4"``) and ``"pre_logits"`` [B, C] (global average pool of stage4).
 
     Raises:
-      ValueError: If ``x`` is not of shape [B, H, W, 3], or ``block`` is unknown.
+      ValueError: If ``x`` is not of shape [B, H, W, 3], ``block`` is unknown, or
+        ``replace_stride_with_dilation`` does not have ``len(stage_sizes) - 1`` flags.
     """
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f"ResNet expects input of shape [B, H, W, 3]; got shape {tuple(x.shape)}")
     if self.block not in _BLOCKS:
       raise ValueError(f"block must be one of {sorted(_BLOCKS)}; got {self.block!r}")
+    dilate_flags = tuple(bool(f) for f in self.replace_stride_with_dilation)
+    if len(dilate_flags) != len(self.stage_sizes) - 1:
+      raise ValueError(
+        f"replace_stride_with_dilation must have {len(self.stage_sizes) - 1} flags (one per "
+        f"stage after the first); got {self.replace_stride_with_dilation!r}")
     block_cls = _BLOCKS[self.block]
     feats: dict[str, jax.Array] = {}
 
@@ -204,15 +234,22 @@ class ResNet(nn.Module):
     x = tap(self, "stem", x, feats)
 
     in_channels = self.width
+    dilation = 1
     for i, num_blocks in enumerate(self.stage_sizes):
       features = self.width * 2**i
+      out_channels = features * block_cls.expansion
+      stage_stride = 1 if i == 0 else 2
+      previous_dilation = dilation
+      if i > 0 and dilate_flags[i - 1]:
+        dilation *= stage_stride
+        stage_stride = 1
       for j in range(num_blocks):
-        stride = 2 if (i > 0 and j == 0) else 1
-        out_channels = features * block_cls.expansion
+        stride = stage_stride if j == 0 else 1
         x = block_cls(
           features=features,
           stride=stride,
           downsample=(stride != 1 or in_channels != out_channels),
+          dilation=previous_dilation if j == 0 else dilation,
           dtype=self.dtype,
           name=f"layer{i + 1}_{j}",
         )(x, train=train)
@@ -222,6 +259,8 @@ class ResNet(nn.Module):
 
     x = jnp.mean(x, axis=(1, 2))
     feats["pre_logits"] = x
+    if self.num_classes is None:
+      return None, feats
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
     return logits.astype(jnp.float32), feats
 
