@@ -183,6 +183,9 @@ class ResNet(nn.Module):
     replace_stride_with_dilation: Three flags for layer2..layer4, torchvision's argument of the
       same name: a flagged stage trades its stride 2 for dilation (see the module docstring).
       ``(False, True, True)``: output stride 8; ``(False, False, True)``: 16.
+    stem: ``"imagenet"`` (torchvision: 7x7 stride-2 conv + 3x3 stride-2 max pool) or
+      ``"small"`` (a 3x3 stride-1 conv and no pool, as ResNets for 32-64 px images use; the
+      stem conv keeps the name ``conv1``, so it is not torchvision-convertible).
     dtype: Computation dtype; logits are always returned as float32.
   """
 
@@ -191,6 +194,7 @@ class ResNet(nn.Module):
   num_classes: int | None = 1000
   width: int = 64
   replace_stride_with_dilation: Sequence[bool] = (False, False, False)
+  stem: str = "imagenet"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -227,10 +231,15 @@ class ResNet(nn.Module):
     block_cls = _BLOCKS[self.block]
     feats: dict[str, jax.Array] = {}
 
+    if self.stem not in ("imagenet", "small"):
+      raise ValueError(f"stem must be 'imagenet' or 'small'; got {self.stem!r}")
     x = x.astype(self.dtype)
-    x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
-    x = nn.relu(_bn(train, "bn1", self.dtype)(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    if self.stem == "imagenet":
+      x = _conv(self.width, 7, 2, "conv1", self.dtype)(x)
+      x = nn.relu(_bn(train, "bn1", self.dtype)(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      x = nn.relu(_bn(train, "bn1", self.dtype)(_conv(self.width, 3, 1, "conv1", self.dtype)(x)))
     x = tap(self, "stem", x, feats)
 
     in_channels = self.width

@@ -239,7 +239,8 @@ def _merge(train: dict, frozen: dict) -> dict:
 def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_size: int = 64,
         learning_rate: float = 1e-3, seed: int = 0, head_only: bool = False,
         head_names: tuple[str, ...] = ("head", "fc"), init_variables: Any = None,
-        workdir: str | None = None, progress: bool = True) -> dict:
+        schedule: str = "constant", workdir: str | None = None,
+        progress: bool = True) -> dict:
   """Multi-label BCE training with Adam, per-epoch validation mAP, Orbax keep-best and resume.
 
   Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
@@ -260,6 +261,7 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     head_names: Top-level parameter names of the classifier head.
     init_variables: Starting variables (e.g. converted pretrained weights); default
       ``module.init``.
+    schedule: ``"constant"`` learning rate or ``"cosine"`` decay to 0 over all steps.
     workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
       ``None`` trains in memory without checkpoints.
     progress: Show progress bars.
@@ -286,7 +288,11 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
   has_bn = "batch_stats" in variables
   trainable_fn = (lambda k: k[0] in head_names) if head_only else (lambda k: True)
   params_tr, frozen = split_trainable(variables["params"], trainable_fn)
-  tx = optax.adam(learning_rate)
+  if schedule not in ("constant", "cosine"):
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+  lr = (optax.cosine_decay_schedule(learning_rate, epochs * (n // batch_size))
+        if schedule == "cosine" else learning_rate)
+  tx = optax.adam(lr)
   state = TrainState(epoch=jnp.asarray(0, jnp.int32), params=params_tr,
                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params_tr))
 
@@ -383,7 +389,7 @@ def build_module(config) -> nn.Module:
   m, num_classes = config.model, config.data.num_classes
   if m.name == "resnet":
     return ResNet(stage_sizes=tuple(m.stage_sizes), block=m.get("block", "basic"),
-                  num_classes=num_classes, width=m.width)
+                  num_classes=num_classes, width=m.width, stem=m.get("stem", "imagenet"))
   if m.name == "tiny":
     return TinyCNN(num_classes=num_classes, features=tuple(m.features))
   raise ValueError(f"model.name must be 'resnet' or 'tiny', got {m.name!r}")
@@ -417,7 +423,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   module = build_module(config)
   out = fit(module, train, val, epochs=config.train.epochs, batch_size=config.train.batch_size,
             learning_rate=config.train.learning_rate, seed=config.seed,
-            head_only=config.train.head_only, workdir=workdir, progress=config.progress)
+            head_only=config.train.head_only, schedule=config.train.get("schedule", "constant"),
+            workdir=workdir, progress=config.progress)
   scores = black_box(module, out["variables"], "logits")
   logits = np.concatenate([np.asarray(scores(test["image"][i:i + 256]))
                            for i in range(0, len(test["image"]), 256)])
