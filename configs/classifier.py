@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 _VARIANTS = ("quick",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variants = [a for a in (arg or "").split(",") if a]
-  for v in variants:
-    if v not in _VARIANTS:
-      raise ValueError(f"config variant must be one of {_VARIANTS}, got {v!r}")
+  variants = common.variants(arg, _VARIANTS)
   config = ml_collections.ConfigDict()
   config.workdir = "./runs/classifier"
   config.seed = 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from configs import common
+
 _VARIANTS = ("quick",)
 
 
@@ -24,10 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   Raises:
     ValueError: For an unknown variant.
   """
-  variants = [a for a in (arg or "").split(",") if a]
-  for variant in variants:
-    if variant not in _VARIANTS:
-      raise ValueError(f"config variant must be one of {_VARIANTS}, got {variant!r}")
+  variants = common.variants(arg, _VARIANTS)
 
   config = ml_collections.ConfigDict()
   config.workdir = "./runs/default"

@@ -24,9 +24,8 @@ from rise_jax.data.preprocess import (
     Examples,
     multi_hot,
     read_image,
-    tfds_objects,
+    tfds_image_and_objects,
     tfds_source,
-    tfds_text,
     wrap_tfds,
 )
 
@@ -285,13 +284,8 @@ def load_segmentation(annotation_json: str | os.PathLike, image_dir: str | os.Pa
 
 def _convert_tfds(features: dict) -> dict[str, Any]:
   """A TFDS ``coco/2014`` feature dict -> example dict (see :func:`tfds_examples`)."""
-  filename = tfds_text(features.get("image/filename", ""))
-  where = f"TFDS {TFDS_NAME} example {filename!r}"
-  image = np.asarray(features["image"])
-  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    raise ValueError(f"{where}: image must be uint8[H, W, 3], got {image.dtype}"
-                     f"{list(image.shape)}")
-  objects = tfds_objects(features["objects"], ("label", "bbox", "is_crowd"), where)
+  filename, where, image, objects = tfds_image_and_objects(
+      features, TFDS_NAME, ("label", "bbox", "is_crowd"))
   labels = objects["label"].astype(np.int64)
   return {
       "id": int(np.asarray(features["image/id"])),

@@ -381,3 +381,18 @@ def wrap_tfds(source: Sequence[dict] | Iterable[dict], convert: Callable[[dict],
   if hasattr(source, "__getitem__") and hasattr(source, "__len__"):
     return Examples(range(len(source)), lambda i: convert(source[i]), name=name)
   return Examples(source, convert, name=name)
+
+
+def tfds_image_and_objects(features: dict, dataset: str, fields: tuple[str, ...]
+                           ) -> tuple[str, str, np.ndarray, dict[str, np.ndarray]]:
+  """The common part of a TFDS detection example: ``(filename, where, image, objects)``.
+
+  ``where`` names the example for error messages; the image must be uint8[H, W, 3].
+  """
+  filename = tfds_text(features.get("image/filename", ""))
+  where = f"TFDS {dataset} example {filename!r}"
+  image = np.asarray(features["image"])
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ValueError(f"{where}: image must be uint8[H, W, 3], got {image.dtype}"
+                     f"{list(image.shape)}")
+  return filename, where, image, tfds_objects(features["objects"], fields, where)

@@ -25,7 +25,9 @@ STD: tuple[float, float, float] = (0.205, 0.205, 0.205)
 
 _MAX_OBJECTS = 3
 _PLACEMENT_TRIES = 20
-_OVERLAP_PROB = 0.3  # objects placed anywhere, so some occlude others partially
+_MAX_ROTATION = np.deg2rad(15.0)
+_OVERLAP_PROB = 0.3  # objects that may overlap earlier ones (partial occlusion)
+_MIN_VISIBLE = 0.6  # an occluded object keeps at least this fraction visible
 
 
 def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -107,14 +109,19 @@ def _example(
   classes = rng.choice(num_classes, size=num_objects, replace=False)
   for cls in classes:
     radius = rng.uniform(0.12, 0.22) * size
-    angle = rng.uniform(0.0, 2 * np.pi)
+    # Small rotations only: a square turned by 45 degrees is a diamond (and a cross an "x").
+    angle = rng.uniform(-_MAX_ROTATION, _MAX_ROTATION)
     cos, sin = np.cos(angle), np.sin(angle)
-    tries = 1 if rng.random() < _OVERLAP_PROB else _PLACEMENT_TRIES
-    for _ in range(tries):  # mostly prefer a place that overlaps no earlier object
+    allow_overlap = rng.random() < _OVERLAP_PROB
+    for _ in range(_PLACEMENT_TRIES):
       cy, cx = rng.uniform(radius, size - radius, size=2)
       u, v = (yy - cy) / radius, (xx - cx) / radius
       mask = _shape_mask(int(cls), cos * u - sin * v, sin * u + cos * v)  # rotated
       if not (mask & occupied).any():
+        break
+      # Partial occlusion: every earlier object keeps at least _MIN_VISIBLE of its pixels.
+      if allow_overlap and all((seg[..., c] & ~mask).sum() >= _MIN_VISIBLE * full[c]
+                               for c in np.flatnonzero(full)):
         break
     while True:  # a colour that stands out from the background base colour
       colour = rng.uniform(0.0, 1.0, size=3)
@@ -159,8 +166,8 @@ def make(
       ``"segmentation"``: bool[N, H, W, C] visible pixels of each class (occlusion applied).
       ``"boxes"``: float32[N, C, 4] ``(y0, x0, y1, x1)`` in pixels, end-exclusive, enclosing
         ``segmentation[n, ..., c]``; zeros for absent classes.
-      ``"difficult"``: bool[N, C] present classes with less than half of the object visible
-        (partial occlusion).
+      ``"difficult"``: bool[N, C] present classes with less than 80% of the object visible
+        (partial occlusion; at least 60% always stays visible).
       ``"cue"``: bool[N] whether the spurious cue is drawn (all False unless ``spurious``).
 
   Raises:
@@ -210,7 +217,7 @@ def make(
   ).astype(np.float32)
   boxes *= labels[..., None]
   visible = segs.sum(axis=(1, 2))
-  difficult = (labels > 0) & (visible < 0.5 * np.maximum(full, 1))
+  difficult = (labels > 0) & (visible < 0.8 * np.maximum(full, 1))
   return {"image": images, "label": labels, "segmentation": segs, "boxes": boxes,
           "difficult": difficult, "cue": cue}
 

@@ -31,9 +31,8 @@ from rise_jax.data.preprocess import (
     Examples,
     multi_hot,
     read_image,
-    tfds_objects,
+    tfds_image_and_objects,
     tfds_source,
-    tfds_text,
     wrap_tfds,
 )
 
@@ -287,13 +286,8 @@ def load_segmentation(voc_root: str | os.PathLike, split: str = "val", *, year: 
 
 def _convert_tfds(features: dict) -> dict[str, Any]:
   """A TFDS ``voc/2007`` feature dict -> example dict (see :func:`tfds_examples`)."""
-  filename = tfds_text(features.get("image/filename", ""))
-  where = f"TFDS {TFDS_NAME} example {filename!r}"
-  image = np.asarray(features["image"])
-  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    raise ValueError(f"{where}: image must be uint8[H, W, 3], got {image.dtype}"
-                     f"{list(image.shape)}")
-  objects = tfds_objects(features["objects"], ("label", "bbox", "is_difficult"), where)
+  filename, where, image, objects = tfds_image_and_objects(
+      features, TFDS_NAME, ("label", "bbox", "is_difficult"))
   labels = objects["label"].astype(np.int64)
   return {
       "id": os.path.splitext(filename)[0],
