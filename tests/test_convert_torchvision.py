@@ -2,13 +2,26 @@
 
 torchvision is not installable next to this torch build, so ``tests/torch_reference.py``
 rebuilds its architectures with its exact ``state_dict`` key names. Each model gets random
-weights and random BN statistics, runs in eval mode, and its converted Flax twin must agree on
-the logits and every feature.
+weights, runs in eval mode, and its converted Flax twin must agree on the logits and every
+feature within ``max |flax - torch| <= 1e-4`` absolute, in float32, on random N(0, 1) images.
 
-Tolerance: ``max |flax - torch| <= 1e-4 * max(1, max |torch|)`` per tensor, i.e. 1e-4 absolute
-for O(1) outputs and 1e-4 relative to the tensor's peak for larger activations. Deep float32
-nets cannot do better: for ResNet-50, torch float32 itself is as far from a float64 run of the
-same model as the Flax output is (about 3e-4 at stage4, whose values reach about 14).
+Why calibrated weights: with arbitrary random BN ``running_mean``/``running_var`` and random
+residual branches as strong as the identity path, the eval-mode nets are far from trained
+ones: ResNet-50 / DeepLab features reach magnitudes of 11-44 and every conv-BN-ReLU layer
+amplifies rounding errors, so float32 torch itself is 3e-4..8e-4 away from a float64 run of
+the same model, and so is Flax (a 1e-4 absolute bound then fails on rounding alone, not on the
+conversion). ``torch_reference.randomize_`` therefore sets the network up as a trained one
+has it: random but moderate BN affine parameters, small ones on the BN closing each residual
+branch (trained ResNets keep branches small against the identity path; calibrating the
+statistics alone still leaves ResNet-50 at ~2e-4), DeepLab head convs at torchvision's default
+scale, and BN running statistics accumulated in train mode (``momentum=None``) over random
+batches of the same kind of images (other draws than the test input's), i.e. the actual
+activation statistics. Activations then stay O(1) (peaks of 1-5) and float32 parity holds at
+1e-4 absolute: the worst measured diffs are ~3.5e-5 (DeepLabV3-ResNet50 ``aspp``; up to 4e-5
+with other seeds), ~3e-5 (VGG-16-BN ``stage5``) and ~2e-5 (ResNet-50 ``stage4``), each about
+torch float32's own distance to float64, i.e. rounding; in float64 in both frameworks the
+converted models agree to ~1e-13. The small residual-branch BNs still leave every weight
+visible: a spatially flipped ``layer4.1.conv2`` kernel moves ResNet ``stage4`` by ~1.
 """
 
 from __future__ import annotations
@@ -44,7 +57,10 @@ def _images(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
 
 
 def _assert_parity(tmodel, module, variables, shape) -> dict[str, float]:
-  """Runs both models on the same random images; returns the max abs diff per output."""
+  """Runs both models on the same random images; returns the max abs diff per output.
+
+  Every output (logits and each torch feature) must agree within ``_TOL`` absolute.
+  """
   x = _images(shape)
   with torch.no_grad():
     t_logits, t_feats = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2)))
@@ -56,9 +72,17 @@ def _assert_parity(tmodel, module, variables, shape) -> dict[str, float]:
   for name, (ref, got) in pairs.items():
     assert got.shape == ref.shape, (name, got.shape, ref.shape)
     diffs[name] = float(np.abs(got - ref).max())
-    limit = _TOL * max(1.0, float(np.abs(ref).max()))
-    assert diffs[name] <= limit, f"{name}: max abs diff {diffs[name]:.2e} > {limit:.2e}"
+  too_far = {k: f"{v:.2e}" for k, v in diffs.items() if not v <= _TOL}
+  assert not too_far, f"max abs diff > {_TOL:.0e}: {too_far}"
   return diffs
+
+
+def _record(record_property, name: str, diffs: dict[str, float]) -> None:
+  """Prints (``pytest -s``) and records (junit ``record_property``) the achieved max diffs."""
+  worst = max((k for k in diffs if k != "logits"), key=diffs.get)
+  print(f"{name}: logits {diffs['logits']:.1e}, worst feature {worst} {diffs[worst]:.1e}",
+        {k: f"{v:.1e}" for k, v in diffs.items()})
+  record_property("max_abs_diff", {k: float(f"{v:.3e}") for k, v in diffs.items()})
 
 
 def _torch_param_count(model) -> int:
@@ -88,7 +112,7 @@ _CASES = {
 
 
 @pytest.mark.parametrize("arch", list(_CASES))
-def test_parity_with_torch_reference(arch):
+def test_parity_with_torch_reference(arch, record_property):
   builder, shape = _CASES[arch]
   tmodel = tr.randomize_(builder(), seed=0, calibration_shape=(4, 3) + shape[1:3])
   sd = tmodel.state_dict()
@@ -101,17 +125,18 @@ def test_parity_with_torch_reference(arch):
   head = tv._HEADS[arch][0]
   module = tv.build_module(arch, int(sd[head].shape[0]))
   diffs = _assert_parity(tmodel, module, variables, shape)
-  print(arch, {k: f"{v:.1e}" for k, v in diffs.items()})
+  _record(record_property, arch, diffs)
 
 
-def test_small_deeplab_parity_via_convert_variables():
+def test_small_deeplab_parity_via_convert_variables(record_property):
   """The CPU-sized DeepLab (ResNet-18 backbone, width 8) with dilated BasicBlocks."""
   tmodel = tr.randomize_(tr.DeepLabV3(num_classes=5, backbone_fn=tr.resnet18, width=8),
                          seed=3, calibration_shape=(4, 3, 65, 67))
   module = DeepLabV3(num_classes=5, backbone="resnet18", width=8)
   variables = tv.convert_variables(module, tmodel.state_dict(), name="small_deeplab")
   assert _flax_param_count(variables) == _torch_param_count(tmodel)
-  _assert_parity(tmodel, module, variables, (2, 65, 67, 3))
+  diffs = _assert_parity(tmodel, module, variables, (2, 65, 67, 3))
+  _record(record_property, "small_deeplab", diffs)
 
 
 @pytest.mark.parametrize("in_hw, out_hw", [

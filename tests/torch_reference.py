@@ -222,40 +222,57 @@ class DeepLabV3(nn.Module):
     return F.interpolate(y, size=size, mode="bilinear", align_corners=False), feats
 
 
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int, calibration_shape=(4, 3, 64, 64)) -> nn.Module:
-  """Random weights, biases and BN statistics; returns ``model`` in eval mode.
+def residual_output_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
+  """The BN closing each residual branch (``bn3`` of a Bottleneck, ``bn2`` of a BasicBlock)."""
+  return [m.bn3 if isinstance(m, Bottleneck) else m.bn2 for m in model.modules()
+          if isinstance(m, (Bottleneck, BasicBlock))]
 
-  Convs get He-normal (fan_out) weights and linears N(0, 0.01) like torchvision, all biases
-  and BN affine parameters are random, and BN running statistics are first calibrated on one
-  random batch (so activations stay O(1) through deep nets) and then perturbed, so that they
-  differ from any batch statistics.
+
+@torch.no_grad()
+def randomize_(model: nn.Module, seed: int, calibration_shape=(4, 3, 64, 64),
+               calibration_batches: int = 2) -> nn.Module:
+  """Random weights with trained-network-like BN statistics; returns ``model`` in eval mode.
+
+  Weights follow torchvision's initialisation: He-normal (fan_out) convs, N(0, 0.01) linears,
+  and PyTorch's default scale (std ``1 / sqrt(3 * fan_in)``) for the DeepLab head's convs,
+  which torchvision does not re-initialise; conv and linear biases are N(0, 0.1). BN affine
+  parameters are random but moderate: ``weight`` U(0.25, 0.75) and ``bias`` N(0, 0.2), except
+  that the BN closing each residual branch gets ``weight`` U(0.05, 0.3), since trained ResNets
+  keep their residual branches small against the identity path (torchvision's
+  ``zero_init_residual`` starts them at 0). The BN running statistics are then calibrated as in
+  training: ``calibration_batches`` forward passes in train mode over random N(0, 1) images of
+  ``calibration_shape`` with ``momentum=None`` (cumulative average), so ``running_mean`` /
+  ``running_var`` are the actual activation statistics of such inputs (an eval-mode BN maps
+  them to about ``weight * N(0, 1) + bias``) and activations stay O(1). They come from other
+  images than any test input, so they differ from its batch statistics.
   """
   gen = torch.Generator().manual_seed(seed)
   randn = lambda t: torch.randn(t.shape, generator=gen)
   rand = lambda t: torch.rand(t.shape, generator=gen)
+  residual = {id(m) for m in residual_output_bns(model)}
+  head = set(map(id, model.classifier.modules())) if isinstance(model, DeepLabV3) else set()
   bns = []
   for m in model.modules():
     if isinstance(m, nn.Conv2d):
-      fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
-      m.weight.copy_(randn(m.weight) * (2.0 / fan_out) ** 0.5)
+      fan_in, fan_out = (m.weight[0].numel(), m.weight[:, 0].numel())
+      std = (1.0 / (3 * fan_in)) ** 0.5 if id(m) in head else (2.0 / fan_out) ** 0.5
+      m.weight.copy_(randn(m.weight) * std)
       if m.bias is not None:
         m.bias.copy_(randn(m.bias) * 0.1)
     elif isinstance(m, nn.Linear):
       m.weight.copy_(randn(m.weight) * 0.01)
       m.bias.copy_(randn(m.bias) * 0.1)
     elif isinstance(m, nn.BatchNorm2d):
-      m.weight.copy_(0.25 + 0.5 * rand(m.weight))
+      lo, hi = (0.05, 0.3) if id(m) in residual else (0.25, 0.75)
+      m.weight.copy_(lo + (hi - lo) * rand(m.weight))
       m.bias.copy_(randn(m.bias) * 0.2)
       m.reset_running_stats()
-      m.momentum = None  # cumulative average: one batch -> its statistics
+      m.momentum = None  # cumulative average over the calibration batches
       bns.append(m)
   if bns:
     model.train()
-    model(torch.randn(calibration_shape, generator=gen))
+    for _ in range(calibration_batches):
+      model(torch.randn(calibration_shape, generator=gen))
     for m in bns:
       m.momentum = 0.1
-      std = m.running_var.sqrt()
-      m.running_mean.add_(randn(m.running_mean) * 0.1 * std)
-      m.running_var.mul_(0.7 + 0.6 * rand(m.running_var))
   return model.eval()
