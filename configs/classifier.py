@@ -23,9 +23,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="synthetic", image_size=64, num_classes=6, num_train=3000, num_val=300,
       num_test=300))
   config.model = ml_collections.ConfigDict(dict(
-      name="resnet", stage_sizes=(1, 1, 1, 1), width=32))
+      name="resnet", stage_sizes=(1, 1, 1, 1), width=16, stem="small"))
   config.train = ml_collections.ConfigDict(dict(
-      epochs=20, batch_size=64, learning_rate=2e-3, head_only=False))
+      epochs=8, batch_size=64, learning_rate=3e-3, schedule="cosine", head_only=False))
   if "quick" in variants:
     config.workdir = "./runs/classifier_quick"
     config.progress = False
