@@ -1,0 +1,43 @@
+"""NN-Explainer (Stalder et al.): a network trained to predict class masks for a black box."""
+
+from rise_jax.explainer.losses import (
+  COCO_RESNET50,
+  COCO_VGG16,
+  PRESETS,
+  VOC_RESNET50,
+  VOC_VGG16,
+  Coefficients,
+  aggregate_masks,
+  area,
+  area_loss,
+  bounds_loss,
+  bounds_per_class,
+  check_inputs,
+  classification_loss,
+  entropy_loss,
+  explainer_loss,
+  preset,
+  tv,
+  tv_loss,
+)
+
+__all__ = [
+  "COCO_RESNET50",
+  "COCO_VGG16",
+  "PRESETS",
+  "VOC_RESNET50",
+  "VOC_VGG16",
+  "Coefficients",
+  "aggregate_masks",
+  "area",
+  "area_loss",
+  "bounds_loss",
+  "bounds_per_class",
+  "check_inputs",
+  "classification_loss",
+  "entropy_loss",
+  "explainer_loss",
+  "preset",
+  "tv",
+  "tv_loss",
+]
