@@ -20,6 +20,7 @@ from rise_jax.explainer.losses import (
   tv,
   tv_loss,
 )
+from rise_jax.explainer.train import create_explainer, explain, train_explainer
 
 __all__ = [
   "COCO_RESNET50",
@@ -35,9 +36,12 @@ __all__ = [
   "bounds_per_class",
   "check_inputs",
   "classification_loss",
+  "create_explainer",
   "entropy_loss",
+  "explain",
   "explainer_loss",
   "preset",
+  "train_explainer",
   "tv",
   "tv_loss",
 ]

@@ -1,0 +1,419 @@
+"""NN-Explainer training (Stalder et al.; SPEC §6): a DeepLabV3 learns class masks for a frozen
+classifier.
+
+* The **Explainer** is :class:`rise_jax.models.deeplab.DeepLabV3` with one output channel per
+  class (:func:`create_explainer`); :func:`explain` applies it in eval mode and a sigmoid, giving
+  all class masks ``s float32[B, C, H, W]`` in one forward pass.
+* The **explanandum** ``F`` is any Flax ``apply(variables, x)`` returning logits float32[B, C] or
+  ``(logits, features)``. It is frozen: its variables are an explicit argument of every step,
+  never part of :class:`ExplainerState` (so never optimised nor checkpointed).
+* One step (:func:`make_train_step`): ``s = sigmoid(E(x))`` (train mode: BN batch statistics
+  updated, ASPP dropout active), ``m, n = aggregate_masks(s, Y)``, ``F(x * m)`` and
+  ``F(x * (1 - m))`` (masking in normalised space), ``explainer_loss(..., coeffs)``, Adam.
+* :func:`train_explainer`: epochs in the order ``permutation(fold_in(key, epoch))``, validation
+  loss each epoch, early stopping on it, Orbax ``checkpoints/latest`` + ``checkpoints/best``
+  (by validation loss) and ``history.json`` in ``workdir`` with exact resume (as
+  :func:`rise_jax.train.classifier.fit`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from rise_jax.explainer.losses import (
+  Coefficients,
+  aggregate_masks,
+  check_inputs,
+  explainer_loss,
+)
+from rise_jax.models.deeplab import DeepLabV3
+
+ApplyFn = Callable[..., Any]
+
+
+@flax.struct.dataclass
+class ExplainerState:
+  """What the Explainer training optimises and checkpoints (never the explanandum).
+
+  Attributes:
+    epoch: int32 scalar, completed epochs.
+    params: The Explainer's ``params`` collection.
+    batch_stats: The Explainer's BN ``batch_stats`` collection.
+    opt_state: Adam state of ``params``.
+  """
+
+  epoch: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and inference.
+
+
+def create_explainer(num_classes: int, *, backbone: str = "resnet18", width: int = 8,
+                     output_stride: int = 8) -> DeepLabV3:
+  """The Explainer network: DeepLabV3 with one output channel (mask logit) per class.
+
+  The sigmoid is applied by :func:`explain` (and inside the training step), not by the module.
+
+  Args:
+    num_classes: Number of classes ``C`` of the explanandum, ``>= 1``.
+    backbone: ``"resnet18"`` (small CPU variant, default), ``"resnet34"``, ``"resnet50"`` (the
+      paper's) or ``"resnet101"``.
+    width: Backbone base width (64 in torchvision; ASPP/head channels are ``4 * width``).
+    output_stride: 8 (the paper's), 16 or 32.
+
+  Returns:
+    A :class:`DeepLabV3` whose ``apply(variables, x)`` gives ``(logits float32[B, H, W, C],
+    features)``.
+
+  Raises:
+    ValueError: For a non-positive ``num_classes`` or ``width``.
+  """
+  for value, name in ((num_classes, "num_classes"), (width, "width")):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  return DeepLabV3(num_classes=num_classes, backbone=backbone, width=width,
+                   output_stride=output_stride)
+
+
+def _check_images(images: Any, name: str = "images") -> None:
+  shape = tuple(np.shape(images))
+  if len(shape) != 4 or shape[-1] != 3 or min(shape) < 1:
+    raise ValueError(f"{name} must have shape [B, H, W, 3] (non-empty, RGB, normalised), got "
+                     f"shape {list(shape)}")
+
+
+def _mask_logits(module: nn.Module, variables: Any, images: jax.Array, train: bool = False,
+                 rng: jax.Array | None = None) -> tuple[jax.Array, Any]:
+  """Explainer mask logits float32[B, C, H, W] and the (possibly updated) batch_stats."""
+  if train:
+    (logits, _), upd = module.apply(variables, images, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": rng})
+    stats = upd.get("batch_stats", variables.get("batch_stats", {}))
+  else:
+    logits, _ = module.apply(variables, images, train=False)
+    stats = variables.get("batch_stats", {})
+  return jnp.transpose(logits, (0, 3, 1, 2)), stats
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _explain(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
+  return jax.nn.sigmoid(_mask_logits(module, variables, images)[0])
+
+
+def explain(module: nn.Module, variables: Any, images: Any) -> jax.Array:
+  """All class masks of a batch in one forward pass (eval mode), jitted per module.
+
+  Args:
+    module: The Explainer (:func:`create_explainer`).
+    variables: Its variables ``{"params", "batch_stats"}``.
+    images: float32[B, H, W, 3] images, normalised as the explanandum expects.
+
+  Returns:
+    float32[B, C, H, W] masks ``sigmoid(E(x))`` in ``[0, 1]``.
+
+  Raises:
+    ValueError: For images that are not [B, H, W, 3].
+  """
+  _check_images(images)
+  return _explain(module, variables, jnp.asarray(images, jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# One optimisation step.
+
+
+def _explanandum_logits(apply_fn: ApplyFn, variables: Any, images: jax.Array) -> jax.Array:
+  out = apply_fn(variables, images)
+  return out[0] if isinstance(out, tuple) else out
+
+
+def _loss_terms(apply_fn: ApplyFn, frozen: Any, coeffs: Coefficients, masks: jax.Array,
+                images: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Masks both ways through the frozen explanandum and evaluates eq. 1."""
+  frozen = jax.lax.stop_gradient(frozen)
+  m, _ = aggregate_masks(masks, labels)
+  logits_masked = _explanandum_logits(apply_fn, frozen, images * m[..., None])
+  logits_inverse = _explanandum_logits(apply_fn, frozen, images * (1.0 - m)[..., None])
+  return explainer_loss(logits_masked, logits_inverse, masks, labels, coeffs)
+
+
+def _check_step_shapes(images: jax.Array, labels: jax.Array) -> None:
+  _check_images(images)
+  ls = tuple(labels.shape)
+  if len(ls) != 2 or ls[0] != images.shape[0]:
+    raise ValueError(f"labels must be multi-hot with shape [B={images.shape[0]}, C], got shape "
+                     f"{list(ls)}")
+
+
+@functools.lru_cache(maxsize=32)
+def make_train_step(module: nn.Module, explanandum_apply: ApplyFn, coeffs: Coefficients,
+                    learning_rate: float) -> Callable:
+  """The jitted step ``(state, frozen_explanandum_variables, images, labels, rng)``.
+
+  Cached on its (hashable) arguments, so repeated training runs of the same configuration
+  compile once.
+
+  Args:
+    module: The Explainer.
+    explanandum_apply: The frozen classifier's ``apply(variables, x)`` (logits or
+      ``(logits, features)``), closed over (static).
+    coeffs: Loss coefficients (static).
+    learning_rate: Adam learning rate (must match the optimiser of the state, see
+      :func:`init_state`).
+
+  Returns:
+    ``step(state, frozen_explanandum_variables, images float32[B, H, W, 3], labels [B, C],
+    rng) -> (new_state, loss, terms)``; only ``state.params``, ``state.batch_stats`` and
+    ``state.opt_state`` change (``epoch`` is left to the caller). The explanandum variables
+    are an input only: no gradient is taken with respect to them.
+  """
+  tx = optax.adam(learning_rate)
+
+  @jax.jit
+  def step(state: ExplainerState, frozen: Any, images: jax.Array, labels: jax.Array,
+           rng: jax.Array):
+    _check_step_shapes(images, labels)
+    labels = labels.astype(jnp.float32)
+
+    def loss_fn(params):
+      variables = {"params": params, "batch_stats": state.batch_stats}
+      logits, stats = _mask_logits(module, variables, images, True, rng)
+      loss, terms = _loss_terms(explanandum_apply, frozen, coeffs, jax.nn.sigmoid(logits),
+                                images, labels)
+      return loss, (terms, stats)
+
+    (loss, (terms, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(params=optax.apply_updates(state.params, updates), batch_stats=stats,
+                        opt_state=opt_state)
+    return new, loss, terms
+
+  return step
+
+
+@functools.lru_cache(maxsize=32)
+def make_eval_step(module: nn.Module, explanandum_apply: ApplyFn,
+                   coeffs: Coefficients) -> Callable:
+  """Jitted ``(explainer_variables, frozen, images, labels) -> (loss, terms)`` in eval mode."""
+
+  @jax.jit
+  def evaluate(variables: Any, frozen: Any, images: jax.Array, labels: jax.Array):
+    _check_step_shapes(images, labels)
+    logits, _ = _mask_logits(module, variables, images)
+    return _loss_terms(explanandum_apply, frozen, coeffs, jax.nn.sigmoid(logits), images,
+                       labels.astype(jnp.float32))
+
+  return evaluate
+
+
+def init_state(variables: Any, learning_rate: float) -> ExplainerState:
+  """The initial :class:`ExplainerState` of Explainer ``variables`` with Adam(``learning_rate``)."""
+  params = variables["params"]
+  return ExplainerState(epoch=jnp.asarray(0, jnp.int32), params=params,
+                        batch_stats=variables.get("batch_stats", {}),
+                        opt_state=optax.adam(learning_rate).init(params))
+
+
+def state_variables(state: ExplainerState) -> dict:
+  """The Explainer variables ``{"params", "batch_stats"}`` of a state (for :func:`explain`)."""
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training loop.
+
+
+def _check_split(split: Any, name: str) -> tuple[jax.Array, jax.Array]:
+  if not isinstance(split, dict) or "image" not in split or "label" not in split:
+    raise ValueError(f"{name} must be a dict with 'image' [N, H, W, 3] and 'label' [N, C]")
+  _check_images(split["image"], f"{name}['image']")
+  images = jnp.asarray(split["image"], jnp.float32)
+  labels = np.asarray(split["label"])
+  if labels.ndim != 2 or labels.shape[0] != images.shape[0] or labels.shape[1] < 1:
+    raise ValueError(f"{name}['label'] must be multi-hot with shape [N={images.shape[0]}, C], got "
+                     f"shape {list(labels.shape)}")
+  if not np.all((labels == 0) | (labels == 1)):
+    raise ValueError(f"{name}['label'] must be multi-hot: bool or exactly 0/1 per class")
+  return images, jnp.asarray(labels, jnp.float32)
+
+
+def _epochs_since_best(history: list[dict]) -> int:
+  if not history:
+    return 0
+  best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
+  return len(history) - 1 - best
+
+
+def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, train: dict,
+                    val: dict, *, coeffs: Coefficients, epochs: int, batch_size: int,
+                    learning_rate: float | None = None, seed: int = 0, patience: int = 3,
+                    workdir: str | None = None, module: nn.Module | None = None,
+                    progress: bool = True) -> dict:
+  """Trains an Explainer for a frozen classifier with Adam and early stopping.
+
+  Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
+  partial batch is dropped); the dropout key of step ``s`` is ``fold_in(fold_in(key, e), s)``.
+  After each epoch the loss of eq. 1 on ``val`` (Explainer in eval mode) decides the best epoch;
+  training stops after ``patience`` epochs without improvement. With ``workdir``, a run that was
+  killed (or asked for fewer epochs) restarts from its latest checkpoint and ends with exactly
+  the parameters of an uninterrupted run.
+
+  Args:
+    explanandum_apply: Frozen classifier ``apply(variables, x)`` returning logits float32[B, C]
+      or ``(logits, features)`` (e.g. ``TinyCNN(...).apply``); hashable (a bound
+      ``module.apply`` or a module-level function).
+    explanandum_variables: Its variables; passed to every step, never trained or saved.
+    train: ``{"image": float32[N, H, W, 3] (normalised), "label": multi-hot [N, C]}``.
+    val: Same for validation, ``N >= 1``.
+    coeffs: Loss coefficients (:class:`Coefficients`, e.g. a preset).
+    epochs: Total epochs ``>= 1`` (a resumed run continues up to this number).
+    batch_size: Examples per step, in ``[1, N]``.
+    learning_rate: Adam learning rate; default ``coeffs.lr``.
+    seed: Initialisation, data-order and dropout seed.
+    patience: Stop after this many epochs without a lower validation loss, ``>= 1``.
+    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
+      ``None`` trains in memory.
+    module: The Explainer; default ``create_explainer(C)``. Its ``num_classes`` must be ``C``.
+    progress: Show a progress bar.
+
+  Returns:
+    ``{"variables": Explainer variables of the epoch with the lowest validation loss,
+    "last_variables": those of the last epoch, "history": [{"epoch", "train_loss", "val_loss",
+    "val_terms"}], "best_epoch", "stopped_early"}``.
+
+  Raises:
+    ValueError: For malformed data (images not [N, H, W, 3], labels not multi-hot [N, C], a
+      label width that differs from the explanandum's or the Explainer's number of classes) or
+      out-of-range arguments.
+  """
+  from rise_jax.train import checkpoint
+
+  if not isinstance(coeffs, Coefficients):
+    raise ValueError(f"coeffs must be a Coefficients instance, got {type(coeffs).__name__}")
+  x_tr, y_tr = _check_split(train, "train")
+  x_va, y_va = _check_split(val, "val")
+  n, num_classes = y_tr.shape
+  if y_va.shape[1] != num_classes or x_va.shape[1:] != x_tr.shape[1:]:
+    raise ValueError(f"val must match train: images [N, {', '.join(map(str, x_tr.shape[1:]))}] "
+                     f"and labels [N, {num_classes}], got {list(x_va.shape)} and "
+                     f"{list(y_va.shape)}")
+  for value, name in ((epochs, "epochs"), (patience, "patience")):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+    raise ValueError(f"batch_size must be an integer in [1, {n}] (the number of training "
+                     f"examples), got {batch_size!r}")
+  lr = coeffs.lr if learning_rate is None else learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
+  lr = float(lr)
+  module = create_explainer(num_classes) if module is None else module
+  if getattr(module, "num_classes", num_classes) != num_classes:
+    raise ValueError(f"labels have {num_classes} classes but the Explainer predicts "
+                     f"{module.num_classes} masks (module.num_classes)")
+  out_shape = jax.eval_shape(lambda x: _explanandum_logits(explanandum_apply,
+                                                           explanandum_variables, x), x_tr[:1])
+  if tuple(out_shape.shape) != (1, num_classes):
+    raise ValueError(f"labels have {num_classes} classes but the explanandum returns logits of "
+                     f"shape {list(out_shape.shape)} per image (expected [1, {num_classes}])")
+
+  init_key, key = jax.random.split(jax.random.key(seed))
+  state = init_state(module.init(init_key, x_tr[:1]), lr)
+  train_step = make_train_step(module, explanandum_apply, coeffs, lr)
+  eval_step = make_eval_step(module, explanandum_apply, coeffs)
+  frozen = explanandum_variables
+
+  # Value checks on concrete arrays, outside jit: the first training batch.
+  first = jax.random.permutation(jax.random.fold_in(key, 0), n)[:batch_size]
+  xb, yb = x_tr[first], y_tr[first]
+  masks = explain(module, state_variables(state), xb)
+  m, _ = aggregate_masks(masks, yb)
+  check_inputs(masks=masks, labels=yb,
+               logits_masked=_explanandum_logits(explanandum_apply, frozen, xb * m[..., None]),
+               logits_inverse=_explanandum_logits(explanandum_apply, frozen,
+                                                  xb * (1.0 - m)[..., None]))
+
+  def validate(st):
+    variables = state_variables(st)
+    total, sums = 0.0, {}
+    for i in range(0, x_va.shape[0], batch_size):
+      xv, yv = x_va[i:i + batch_size], y_va[i:i + batch_size]
+      loss, terms = eval_step(variables, frozen, xv, yv)
+      k = xv.shape[0]
+      total += float(loss) * k
+      for name, v in terms.items():
+        sums[name] = sums.get(name, 0.0) + float(v) * k
+    count = x_va.shape[0]
+    return total / count, {name: v / count for name, v in sums.items()}
+
+  latest = best = None
+  history: list[dict] = []
+  hist_path = None
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    latest = checkpoint.Manager(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
+    best = checkpoint.Manager(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
+                              best_metric="val_loss", best_mode="min")
+    hist_path = os.path.join(workdir, "history.json")
+    if latest.latest_step() is not None:
+      state = jax.tree.map(jnp.asarray, latest.restore(state))
+      with open(hist_path) as f:
+        history = json.load(f)[: int(state.epoch)]
+  best_state, best_loss = state, np.inf
+  if best is not None and best.best_step() is not None:
+    best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
+    best_loss = min(h["val_loss"] for h in history if h["epoch"] == best.best_step())
+  stopped_early = _epochs_since_best(history) >= patience
+
+  steps_per_epoch = n // batch_size
+  start = int(state.epoch)
+  bar = tqdm.trange(start, epochs, desc="explainer", disable=not progress or stopped_early)
+  for epoch in bar:
+    if stopped_early:
+      break
+    ekey = jax.random.fold_in(key, epoch)
+    perm = jax.random.permutation(ekey, n)
+    losses = []
+    for s in range(steps_per_epoch):
+      idx = perm[s * batch_size:(s + 1) * batch_size]
+      state, loss, _ = train_step(state, frozen, x_tr[idx], y_tr[idx],
+                                  jax.random.fold_in(ekey, s))
+      losses.append(loss)
+    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+    val_loss, val_terms = validate(state)
+    history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
+                    "val_loss": val_loss, "val_terms": val_terms})
+    if val_loss < best_loss:
+      best_state, best_loss = state, val_loss
+    if latest is not None:
+      latest.save(epoch + 1, state, {"val_loss": val_loss})
+      best.save(epoch + 1, state, {"val_loss": val_loss})
+      with open(hist_path, "w") as f:
+        json.dump(history, f, indent=2)
+    if progress:
+      bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
+    stopped_early = _epochs_since_best(history) >= patience
+
+  for mgr in (latest, best):
+    if mgr is not None:
+      mgr.close()
+  return {"variables": state_variables(best_state), "last_variables": state_variables(state),
+          "history": history, "best_epoch": int(best_state.epoch),
+          "stopped_early": bool(stopped_early)}
