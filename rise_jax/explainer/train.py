@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -363,19 +362,8 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
     count = x_va.shape[0]
     return total / count, {name: v / count for name, v in sums.items()}
 
-  latest = best = None
-  history: list[dict] = []
-  hist_path = None
-  if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    latest = checkpoint.Manager(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
-    best = checkpoint.Manager(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
-                              best_metric="val_loss", best_mode="min")
-    hist_path = os.path.join(workdir, "history.json")
-    if latest.latest_step() is not None:
-      state = jax.tree.map(jnp.asarray, latest.restore(state))
-      with open(hist_path) as f:
-        history = json.load(f)[: int(state.epoch)]
+  latest, best, state, history, hist_path = checkpoint.open_run(
+      workdir, state, best_metric="val_loss", best_mode="min")
   best_state, best_loss = state, np.inf
   if best is not None and best.best_step() is not None:
     best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))

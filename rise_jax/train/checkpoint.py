@@ -125,3 +125,38 @@ class Manager:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def open_run(workdir: str | os.PathLike | None, state: Any, *, best_metric: str,
+             best_mode: str) -> tuple[Manager | None, Manager | None, Any, list[dict], str | None]:
+  """Opens a training run folder for exact resume.
+
+  ``workdir/checkpoints/latest`` keeps the newest epoch, ``workdir/checkpoints/best`` the best
+  by ``best_metric``; ``workdir/history.json`` holds one dict per finished epoch.
+
+  Args:
+    workdir: Run folder, or ``None`` for an in-memory run (no managers).
+    state: Freshly initialised state (its ``epoch`` field counts finished epochs); the template
+      for restoring.
+    best_metric: Metric name the best checkpoint is chosen by.
+    best_mode: ``"min"`` or ``"max"``.
+
+  Returns:
+    ``(latest, best, state, history, history_path)``: the state and history restored from the
+    latest checkpoint when one exists, else the given state and ``[]``.
+  """
+  import json
+
+  if workdir is None:
+    return None, None, state, [], None
+  os.makedirs(workdir, exist_ok=True)
+  latest = Manager(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
+  best = Manager(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
+                 best_metric=best_metric, best_mode=best_mode)
+  hist_path = os.path.join(os.fspath(workdir), "history.json")
+  history: list[dict] = []
+  if latest.latest_step() is not None:
+    state = jax.tree.map(jax.numpy.asarray, latest.restore(state))
+    with open(hist_path) as f:
+      history = json.load(f)[: int(state.epoch)]
+  return latest, best, state, history, hist_path

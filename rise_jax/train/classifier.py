@@ -272,7 +272,6 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     "best_epoch", "val_map"}``.
   """
   import json
-  import os
 
   from rise_jax.train import checkpoint
 
@@ -328,19 +327,8 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     loss = float(np.mean(np.asarray(optax.sigmoid_binary_cross_entropy(logits, y_va))))
     return loss, mean_average_precision(logits, np.asarray(y_va))[0]
 
-  latest = best = None
-  history: list[dict] = []
-  if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    latest = checkpoint.Manager(os.path.join(workdir, "checkpoints", "latest"), max_to_keep=1)
-    best = checkpoint.Manager(os.path.join(workdir, "checkpoints", "best"), max_to_keep=1,
-                              best_metric="val_map", best_mode="max")
-    hist_path = os.path.join(workdir, "history.json")
-    if latest.latest_step() is not None:
-      state = latest.restore(state)
-      state = jax.tree.map(jnp.asarray, state)
-      with open(hist_path) as f:
-        history = json.load(f)[: int(state.epoch)]
+  latest, best, state, history, hist_path = checkpoint.open_run(
+      workdir, state, best_metric="val_map", best_mode="max")
   best_state, best_map = state, -np.inf
   if best is not None and best.best_step() is not None:
     best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
