@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from rise_jax.data.preprocess import (
-    Examples,
-    multi_hot,
-    read_image,
-    tfds_image_and_objects,
-    tfds_source,
-    wrap_tfds,
+  Examples,
+  drop_missing,
+  multi_hot,
+  read_image,
+  tfds_image_and_objects,
+  tfds_source,
+  wrap_tfds,
 )
 
 # (COCO category id, name), sorted by id: 80 of the ids 1..90 are used.
@@ -55,7 +56,6 @@ TFDS_NAME = "coco/2014"
 TFDS_VERSION = "1.1.0"
 
 _INDEX_OF_ID = {cid: i for i, cid in enumerate(CATEGORY_IDS)}
-_MAX_LISTED = 5
 
 
 def _mask_utils():
@@ -225,17 +225,9 @@ def load_segmentation(annotation_json: str | os.PathLike, image_dir: str | os.Pa
       per_image[ann["image_id"]].append(ann)
 
   ids = list(images)
-  known_bad: list[tuple[int, str]] = []
   missing = [(i, os.path.join(image_dir, images[i]["file_name"])) for i in ids]
   missing = [(i, p) for i, p in missing if not os.path.isfile(p)]
-  if missing:
-    if errors == "raise":
-      listed = ", ".join(p for _, p in missing[:_MAX_LISTED])
-      raise FileNotFoundError(f"{len(missing)} COCO image(s) of {path} missing: {listed}"
-                              + (", ..." if len(missing) > _MAX_LISTED else ""))
-    bad = {i for i, _ in missing}
-    known_bad = [(i, f"image file not found: {p}") for i, p in missing]
-    ids = [i for i in ids if i not in bad]
+  ids, known_bad = drop_missing(ids, missing, errors, f"COCO images of {path}")
 
   def load(image_id: int) -> dict[str, Any]:
     info = images[image_id]

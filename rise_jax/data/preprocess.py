@@ -396,3 +396,29 @@ def tfds_image_and_objects(features: dict, dataset: str, fields: tuple[str, ...]
     raise ValueError(f"{where}: image must be uint8[H, W, 3], got {image.dtype}"
                      f"{list(image.shape)}")
   return filename, where, image, tfds_objects(features["objects"], fields, where)
+
+
+_MAX_LISTED = 5
+
+
+def drop_missing(ids: list, missing: list[tuple[Any, str]], errors: str, what: str
+                 ) -> tuple[list, list[tuple[Any, str]]]:
+  """Handles samples whose files are missing: raise (naming up to 5 files) or drop them.
+
+  Args:
+    ids: Sample ids.
+    missing: ``(id, path)`` of every missing file.
+    errors: ``"raise"`` or ``"skip"``.
+    what: Dataset description for the message (e.g. ``"VOC2007 val"``).
+
+  Returns:
+    ``(ids without the missing samples, [(id, reason)] of the dropped ones)``.
+  """
+  if not missing:
+    return ids, []
+  if errors == "raise":
+    listed = ", ".join(p for _, p in missing[:_MAX_LISTED])
+    raise FileNotFoundError(f"{what}: {len(missing)} file(s) missing: {listed}"
+                            + (", ..." if len(missing) > _MAX_LISTED else ""))
+  bad = {i for i, _ in missing}
+  return [i for i in ids if i not in bad], [(i, f"file not found: {p}") for i, p in missing]

@@ -29,6 +29,7 @@ import PIL.Image
 
 from rise_jax.data.preprocess import (
     Examples,
+    drop_missing,
     multi_hot,
     read_image,
     tfds_image_and_objects,
@@ -49,7 +50,6 @@ TFDS_NAME = "voc/2007"
 TFDS_VERSION = "5.0.0"
 
 _CLASS_INDEX = {name: i for i, name in enumerate(CLASS_NAMES)}
-_MAX_LISTED = 5
 
 
 def year_dir(voc_root: str | os.PathLike, year: str = "2007") -> str:
@@ -252,15 +252,7 @@ def load_segmentation(voc_root: str | os.PathLike, split: str = "val", *, year: 
     return out
 
   missing = [(i, p) for i in ids for p in files(i).values() if not os.path.isfile(p)]
-  known_bad: list[tuple[str, str]] = []
-  if missing:
-    if errors == "raise":
-      listed = ", ".join(p for _, p in missing[:_MAX_LISTED])
-      raise FileNotFoundError(f"VOC{year} {split}: {len(missing)} file(s) missing: {listed}"
-                              + (", ..." if len(missing) > _MAX_LISTED else ""))
-    bad_ids = {i for i, _ in missing}
-    known_bad = [(i, f"file not found: {p}") for i, p in missing]
-    ids = [i for i in ids if i not in bad_ids]
+  ids, known_bad = drop_missing(ids, missing, errors, f"VOC{year} {split}")
 
   def load(sample_id: str) -> dict[str, Any]:
     paths = files(sample_id)
