@@ -52,3 +52,7 @@ def test_bad_input(tiny_ckpt, tmp_path):
     clf.preprocess(np.zeros((8, 8), np.uint8))
   with pytest.raises(ValueError, match="uint8"):
     clf.preprocess(np.zeros((8, 8, 3), np.float32))
+  with pytest.raises(ValueError, match=r"\[B, 64, 64, 3\]"):
+    clf.predict(np.zeros((2, 32, 32, 3), np.float32))
+  with pytest.raises(ValueError, match=r"\[B, 64, 64, 3\]"):
+    clf.predict(np.zeros((2, 64, 64, 1), np.float32))

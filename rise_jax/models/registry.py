@@ -133,9 +133,9 @@ class Classifier:
     if arr.ndim == 3:
       arr = arr[None]
     s = self.spec.input_size
-    if arr.ndim != 4 or arr.shape[-1] != 3:
+    if arr.ndim != 4 or arr.shape[-1] != 3 or tuple(arr.shape[1:3]) != (s, s):
       raise ValueError(f"images must be uint8 photos [B, H, W, 3] or preprocessed float32 "
-                       f"[B, {s}, {s}, 3], got shape {list(arr.shape)}")
+                       f"[B, {s}, {s}, 3] (use .preprocess), got shape {list(arr.shape)}")
     return jnp.asarray(arr, jnp.float32)
 
   def predict(self, images) -> np.ndarray:
