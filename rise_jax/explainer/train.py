@@ -19,7 +19,6 @@ classifier.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -390,11 +389,8 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
                     "val_loss": val_loss, "val_terms": val_terms})
     if val_loss < best_loss:
       best_state, best_loss = state, val_loss
-    if latest is not None:
-      latest.save(epoch + 1, state, {"val_loss": val_loss})
-      best.save(epoch + 1, state, {"val_loss": val_loss})
-      with open(hist_path, "w") as f:
-        json.dump(history, f, indent=2)
+    checkpoint.save_epoch(latest, best, epoch + 1, state, {"val_loss": val_loss}, history,
+                          hist_path)
     if progress:
       bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
     stopped_early = _epochs_since_best(history) >= patience

@@ -160,3 +160,16 @@ def open_run(workdir: str | os.PathLike | None, state: Any, *, best_metric: str,
     with open(hist_path) as f:
       history = json.load(f)[: int(state.epoch)]
   return latest, best, state, history, hist_path
+
+
+def save_epoch(latest: Manager | None, best: Manager | None, epoch: int, state: Any,
+               metrics: dict[str, float], history: list[dict], history_path: str | None) -> None:
+  """Writes one finished epoch of a run opened by :func:`open_run` (no-op without a workdir)."""
+  import json
+
+  if latest is None:
+    return
+  latest.save(epoch, state, metrics)
+  best.save(epoch, state, metrics)
+  with open(history_path, "w") as f:
+    json.dump(history, f, indent=2)

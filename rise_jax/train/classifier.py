@@ -271,7 +271,6 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     "last_variables", "history": [{"epoch", "train_loss", "val_loss", "val_map"}],
     "best_epoch", "val_map"}``.
   """
-  import json
 
   from rise_jax.train import checkpoint
 
@@ -348,11 +347,7 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
                     "val_loss": val_loss, "val_map": val_map})
     if val_map > best_map:
       best_state, best_map = state, val_map
-    if latest is not None:
-      latest.save(epoch + 1, state, {"val_map": val_map})
-      best.save(epoch + 1, state, {"val_map": val_map})
-      with open(hist_path, "w") as f:
-        json.dump(history, f, indent=2)
+    checkpoint.save_epoch(latest, best, epoch + 1, state, {"val_map": val_map}, history, hist_path)
 
   def to_variables(st):
     v = {"params": _merge(st.params, frozen)}
