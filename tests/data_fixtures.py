@@ -261,7 +261,7 @@ def make_imagenet_folder(root: str) -> dict[str, Any]:
 
 
 def write_tfds(data_dir: str, name: str, version: str, features, examples: list[dict],
-               split: str = "validation") -> str:
+               split: str | tuple[str, ...] = "validation") -> str:
   """Prepares a real TFDS dataset in the ``array_record`` format, without TensorFlow.
 
   Images must be given as paths of encoded files (TFDS encodes arrays with TensorFlow).
@@ -272,7 +272,7 @@ def write_tfds(data_dir: str, name: str, version: str, features, examples: list[
     version: Version string.
     features: The ``tfds.features.FeaturesDict``.
     examples: Example dicts, keyed by their position.
-    split: Split name.
+    split: Split name, or several names that each get all the examples.
 
   Returns:
     The prepared dataset folder.
@@ -286,7 +286,8 @@ def write_tfds(data_dir: str, name: str, version: str, features, examples: list[
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {split: self._generate_examples()}
+    splits = (split,) if isinstance(split, str) else split
+    return {s: self._generate_examples() for s in splits}
 
   def _generate_examples(self):
     yield from enumerate(examples)
@@ -304,6 +305,28 @@ def write_tfds(data_dir: str, name: str, version: str, features, examples: list[
   builder = cls(data_dir=data_dir, config=config or None, file_format="array_record")
   builder.download_and_prepare()
   return os.fspath(builder.data_dir)
+
+
+def voc_tfds_examples(devkit: dict[str, Any]) -> list[dict]:
+  """TFDS ``voc/2007`` examples (image paths) of the samples of :func:`make_voc_devkit`."""
+  from tensorflow_datasets.core.features import BBox
+
+  examples = []
+  for sample_id, s in sorted(devkit["samples"].items()):
+    h, w = s["height"], s["width"]
+    objects = [{"label": o["name"], "pose": "unspecified", "is_truncated": False,
+                "is_difficult": o["difficult"],
+                "bbox": BBox(ymin=o["bndbox"][1] / h, xmin=o["bndbox"][0] / w,
+                             ymax=o["bndbox"][3] / h, xmax=o["bndbox"][2] / w)}
+               for o in s["objects"]]
+    examples.append({
+        "image": os.path.join(devkit["year_dir"], "JPEGImages", f"{sample_id}.jpg"),
+        "image/filename": f"{sample_id}.jpg",
+        "objects": objects,
+        "labels": sorted({o["name"] for o in s["objects"]}, key=voc.CLASS_NAMES.index),
+        "labels_no_difficult": [],
+    })
+  return examples
 
 
 def voc_tfds_features():

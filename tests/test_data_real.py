@@ -452,31 +452,10 @@ def test_imagenet_missing_unlisted_and_broken_images(imagenet_files, tmp_path):
 # --------------------------------------------------------------------------------------- TFDS
 
 
-def _voc_tfds_examples(devkit):
-  from tensorflow_datasets.core.features import BBox
-
-  examples = []
-  for sample_id, s in sorted(devkit["samples"].items()):
-    h, w = s["height"], s["width"]
-    objects = [{"label": o["name"], "pose": "unspecified", "is_truncated": False,
-                "is_difficult": o["difficult"],
-                "bbox": BBox(ymin=o["bndbox"][1] / h, xmin=o["bndbox"][0] / w,
-                             ymax=o["bndbox"][3] / h, xmax=o["bndbox"][2] / w)}
-               for o in s["objects"]]
-    examples.append({
-        "image": os.path.join(devkit["year_dir"], "JPEGImages", f"{sample_id}.jpg"),
-        "image/filename": f"{sample_id}.jpg",
-        "objects": objects,
-        "labels": sorted({o["name"] for o in s["objects"]}, key=voc.CLASS_NAMES.index),
-        "labels_no_difficult": [],
-    })
-  return examples
-
-
 def test_voc_tfds_reads_prepared_array_record(devkit, tmp_path):
   data_dir = str(tmp_path / "tfds")
   fx.write_tfds(data_dir, "voc/2007", "5.0.0", fx.voc_tfds_features(),
-                _voc_tfds_examples(devkit), split="validation")
+                fx.voc_tfds_examples(devkit), split="validation")
   examples = voc.tfds_examples("validation", data_dir=data_dir)
   assert len(examples) == 3
   got = {e["id"]: e for e in examples}
@@ -584,3 +563,14 @@ def test_tfds_tfrecord_without_tensorflow_asks_for_it(imagenet_files, tmp_path):
     json.dump(info, f)
   with pytest.raises(ImportError, match="install tensorflow to read TFDS datasets"):
     imagenet.tfds_examples("validation", data_dir=data_dir)
+
+
+@pytest.mark.parametrize("shape,out", [((37, 53), (224, 224)), ((500, 375), (224, 224)),
+                                       ((10, 30), (7, 7)), ((5, 300), (256, 17))])
+def test_numpy_bilinear_resize_equals_jax_image_resize(shape, out):
+  import jax
+  import jax.numpy as jnp
+
+  x = np.random.default_rng(0).uniform(0, 255, (*shape, 3)).astype(np.float32)
+  want = jax.image.resize(jnp.asarray(x), (*out, 3), "bilinear", antialias=True)
+  np.testing.assert_allclose(registry.resize_bilinear(x, out), want, rtol=0, atol=5e-3)

@@ -17,12 +17,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import PIL.Image
 
-from rise_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD
+from rise_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, resize_bilinear
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -169,10 +167,9 @@ def preprocess_example(
   if mean_arr.shape != (3,) or std_arr.shape != (3,):
     raise ValueError(f"mean and std must have 3 entries, got {list(mean)} and {list(std)}")
   h, w = img.shape[:2]
-  resized = jax.image.resize(jnp.asarray(img, jnp.float32), (size, size, 3), "bilinear",
-                             antialias=True)
+  resized = resize_bilinear(img, (size, size))
   out: dict[str, Any] = dict(metadata)
-  out["image"] = np.asarray((resized - mean_arr) / std_arr, np.float32)
+  out["image"] = ((resized - mean_arr) / std_arr).astype(np.float32)
 
   if segmentation is not None:
     seg = np.asarray(segmentation)

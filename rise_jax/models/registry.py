@@ -87,6 +87,37 @@ def build(name: str, num_classes: int | None = None, **kwargs):
   return ctor(num_classes=s.num_classes if num_classes is None else num_classes, **kwargs)
 
 
+def _resize_weights(in_size: int, out_size: int) -> np.ndarray:
+  """float64[out, in] weights of antialiased bilinear resizing along one axis.
+
+  The triangle-kernel formula of ``jax.image.resize(..., "bilinear", antialias=True)``
+  (``jax._src.image.scale.compute_weight_mat`` with translation 0), in NumPy so that photos of
+  many different sizes need no per-shape XLA compilation.
+  """
+  scale = out_size / in_size
+  kernel_scale = max(1.0 / scale, 1.0)
+  sample = (np.arange(out_size) + 0.5) / scale - 0.5
+  x = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / kernel_scale
+  w = np.maximum(0.0, 1.0 - x)
+  total = w.sum(axis=0, keepdims=True)
+  w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps,
+               w / np.where(total != 0, total, 1), 0.0)
+  inside = (sample >= -0.5) & (sample <= in_size - 0.5)
+  return np.where(inside[None, :], w, 0.0).T
+
+
+def resize_bilinear(image, shape: tuple[int, int]) -> np.ndarray:
+  """Antialiased bilinear resize of ``float[H, W, C]`` to ``float32[h, w, C]``.
+
+  Equal (to float32 rounding) to ``jax.image.resize(image, (h, w, C), "bilinear",
+  antialias=True)``, computed as two NumPy matrix products.
+  """
+  arr = np.asarray(image, np.float32)
+  wh = _resize_weights(arr.shape[0], shape[0]).astype(np.float32)
+  ww = _resize_weights(arr.shape[1], shape[1]).astype(np.float32)
+  return np.einsum("ih,hwc,jw->ijc", wh, arr, ww, optimize=True).astype(np.float32)
+
+
 def preprocess(photo, s: Spec) -> np.ndarray:
   """uint8[H, W, 3] photo -> float32[S, S, 3]: resize the shorter side to ``s.resize``
   (bilinear, antialiased), centre-crop ``s.input_size``, normalise with mean/std."""
@@ -98,10 +129,11 @@ def preprocess(photo, s: Spec) -> np.ndarray:
   h, w = arr.shape[:2]
   scale = s.resize / min(h, w)
   nh, nw = max(s.input_size, round(h * scale)), max(s.input_size, round(w * scale))
-  img = jax.image.resize(jnp.asarray(arr, jnp.float32), (nh, nw, 3), "bilinear", antialias=True)
+  img = resize_bilinear(arr, (nh, nw))
   top, left = (nh - s.input_size) // 2, (nw - s.input_size) // 2
   img = img[top:top + s.input_size, left:left + s.input_size]
-  return np.asarray((img - jnp.asarray(s.mean)) / jnp.asarray(s.std), np.float32)
+  return ((img - np.asarray(s.mean, np.float32)) / np.asarray(s.std, np.float32)).astype(
+      np.float32)
 
 
 @dataclasses.dataclass
