@@ -20,6 +20,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
+import rise_jax
 from benchmarks import common
 from benchmarks.rise_bench import _model, plain_forward
 from rise_jax import substrates
@@ -73,8 +74,17 @@ def main(argv=None):
     i = causal.insertion(model_fn, images, sal, ids, step=step, batch_size=b)
     return d[1], i[1]
 
+  def program():  # the two jitted curve programs alone, inputs prepared (no host checks)
+    return [causal._curves(model_fn, cfg, mesh, images, ranks, ids_dev, zero)[0]
+            for cfg in cfgs]
+
+  mesh = rise_jax.batch_mesh()
+  ranks, ids_dev, zero = causal.pixel_ranks(jnp.asarray(sal)), jnp.asarray(ids), jnp.zeros(())
+  cfgs = [causal._Config(mode=m, step=step, num_steps=n_steps - 1, batch_size=b, substrate=sub)
+          for m, sub in (("deletion", "zeros"), ("insertion", "blur"))]
   forward = plain_forward(model_fn, images[0], n_forward, b)
-  t_forward, t_batched = common.interleaved_best([forward, batched], repeats=2)
+  t_forward, t_batched, t_program = common.interleaved_best([forward, batched, program],
+                                                            repeats=2)
   t_forward *= 2 * num_images * n_steps / n_forward  # same image count as the metrics
   d_ref = step_loop(model_fn, images[:1], sal[:1], ids[:1], step, "deletion")  # warm-up
   start = time.perf_counter()
@@ -91,6 +101,8 @@ def main(argv=None):
           "input_size": size, "step": step, "num_images": num_images, "batch_size": b,
           "forward_images": 2 * num_images * n_steps, "batched_seconds": t_batched,
           "forward_seconds": t_forward, "loop_seconds": t_loop,
+          "program_seconds": t_program,
+          "program_overhead": t_program / t_forward,
           "max_abs_auc_diff_vs_loop": float(max(np.abs(d_auc - d_ref).max(),
                                                 np.abs(i_auc - i_ref).max())),
       },
@@ -102,6 +114,7 @@ def main(argv=None):
       ("causal_speedup (step loop / batched)", f"{result['causal_speedup']:.2f}", ">= 3"),
       ("batched seconds", f"{t_batched:.2f}", ""),
       ("forward seconds", f"{t_forward:.2f}", ""),
+      ("jitted curve programs alone, seconds", f"{t_program:.2f}", ""),
       ("step-loop seconds", f"{t_loop:.2f}", ""),
       ("max |AUC batched - AUC loop|", f"{result['details']['max_abs_auc_diff_vs_loop']:.2e}",
        ""),

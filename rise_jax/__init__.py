@@ -3,16 +3,20 @@
 from rise_jax import baselines, metrics
 from rise_jax.engine import batch_mesh
 from rise_jax.evaluation import Results, evaluate, summary_markdown
+from rise_jax.iassa import IassaResult, iassa, iassa_batch
 from rise_jax.masks import generate_masks, load_masks, save_masks
 from rise_jax.rise import RiseInfo, rise, segmentation_rise
 
 __all__ = [
+    "IassaResult",
     "Results",
     "RiseInfo",
     "baselines",
     "batch_mesh",
     "evaluate",
     "generate_masks",
+    "iassa",
+    "iassa_batch",
     "load_masks",
     "metrics",
     "rise",
