@@ -75,11 +75,11 @@ def main(argv=None):
     return d[1], i[1]
 
   def program():  # the two jitted curve programs alone, inputs prepared (no host checks)
-    return [causal._curves(model_fn, cfg, mesh, images, ranks, ids_dev, zero)[0]
+    return [causal._curves(model_fn, cfg, mesh, images, sal_dev, ids_dev, zero)[0]
             for cfg in cfgs]
 
   mesh = rise_jax.batch_mesh()
-  ranks, ids_dev, zero = causal.pixel_ranks(jnp.asarray(sal)), jnp.asarray(ids), jnp.zeros(())
+  sal_dev, ids_dev, zero = jnp.asarray(sal), jnp.asarray(ids, jnp.int32), jnp.zeros(())
   cfgs = [causal._Config(mode=m, step=step, num_steps=n_steps - 1, batch_size=b, substrate=sub)
           for m, sub in (("deletion", "zeros"), ("insertion", "blur"))]
   forward = plain_forward(model_fn, images[0], n_forward, b)

@@ -78,3 +78,29 @@ def test_train_and_evaluate_quick_config(tmp_path):
   assert (tmp_path / "results.json").exists() and (tmp_path / "history.json").exists()
   again = classifier.train_and_evaluate(config, str(tmp_path))  # resumes: nothing to train
   assert again["test_map"] == out["test_map"]
+
+
+def test_mask_augment_keeps_objects_and_only_darkens_background():
+  from rise_jax.train.classifier import mask_augment
+
+  x = jnp.ones((64, 16, 16, 3))
+  keep = jnp.zeros((64, 16, 16), bool).at[:, 4:8, 4:8].set(True)
+  y = np.asarray(mask_augment(jax.random.key(0), x, keep, 0.5))
+  np.testing.assert_array_equal(y[:, 4:8, 4:8], 1.0)
+  assert y.min() >= 0.0 and y.max() <= 1.0
+  changed = (y < 1).any(axis=(1, 2, 3))
+  assert 16 < changed.sum() < 48  # about half of the images are masked
+  np.testing.assert_array_equal(mask_augment(jax.random.key(0), x, keep, 0.0), x)
+
+
+def test_fit_mask_prob_needs_keep_masks_of_the_right_shape():
+
+  data = {"image": np.zeros((4, 8, 8, 3), np.float32), "label": np.eye(2, dtype=np.float32)[
+      [0, 1, 0, 1]]}
+  with pytest.raises(ValueError, match="needs keep_masks"):
+    classifier.fit(TinyCNN(num_classes=2), data, data, epochs=1, batch_size=2, mask_prob=0.5)
+  with pytest.raises(ValueError, match=r"keep_masks must have shape \[N, H, W\]"):
+    classifier.fit(TinyCNN(num_classes=2), data, data, epochs=1, batch_size=2, mask_prob=0.5,
+        keep_masks=np.zeros((4, 8, 8, 1), bool))
+  with pytest.raises(ValueError, match="mask_prob must be in"):
+    classifier.fit(TinyCNN(num_classes=2), data, data, epochs=1, batch_size=2, mask_prob=1.5)

@@ -247,7 +247,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train, val, test = load_splits(config)
   c = config.explainer
   module = create_explainer(train["label"].shape[1], backbone=c.backbone, width=c.width,
-                            output_stride=c.output_stride)
+                            output_stride=c.output_stride, stem=c.get("stem", "imagenet"))
   fit = train_explainer(apply_fn, variables, train, val, coeffs=coefficients(config),
                         epochs=c.epochs, batch_size=c.batch_size,
                         learning_rate=c.get("learning_rate"), seed=config.seed,

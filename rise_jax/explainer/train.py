@@ -64,7 +64,7 @@ class ExplainerState:
 
 
 def create_explainer(num_classes: int, *, backbone: str = "resnet18", width: int = 8,
-                     output_stride: int = 8) -> DeepLabV3:
+                     output_stride: int = 8, stem: str = "imagenet") -> DeepLabV3:
   """The Explainer network: DeepLabV3 with one output channel (mask logit) per class.
 
   The sigmoid is applied by :func:`explain` (and inside the training step), not by the module.
@@ -75,6 +75,8 @@ def create_explainer(num_classes: int, *, backbone: str = "resnet18", width: int
       paper's) or ``"resnet101"``.
     width: Backbone base width (64 in torchvision; ASPP/head channels are ``4 * width``).
     output_stride: 8 (the paper's), 16 or 32.
+    stem: ``"imagenet"`` (the paper's) or ``"small"`` (no stem downsampling, for small
+      images; see :class:`DeepLabV3`).
 
   Returns:
     A :class:`DeepLabV3` whose ``apply(variables, x)`` gives ``(logits float32[B, H, W, C],
@@ -87,7 +89,7 @@ def create_explainer(num_classes: int, *, backbone: str = "resnet18", width: int
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
   return DeepLabV3(num_classes=num_classes, backbone=backbone, width=width,
-                   output_stride=output_stride)
+                   output_stride=output_stride, stem=stem)
 
 
 def _check_images(images: Any, name: str = "images") -> None:

@@ -72,8 +72,9 @@ class _Config:
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "cfg", "mesh"))
-def _curves(model_fn, cfg: _Config, mesh, images, ranks, class_ids, sub_array):
+def _curves(model_fn, cfg: _Config, mesh, images, saliency, class_ids, sub_array):
   num_images, h, w, _ = images.shape
+  ranks = pixel_ranks(saliency)
   per_image = cfg.num_steps + 1
   total = num_images * per_image
   spec = cfg.substrate if cfg.substrate is not None else sub_array
@@ -104,7 +105,7 @@ def _causal(mode, model_fn, images, saliency, class_ids, *, step, substrate, bat
             mesh):
   batch, single = _checks.as_images(images)
   num_images, h, w, c = batch.shape
-  sal = jnp.asarray(saliency)
+  sal = np.asarray(saliency)  # checked on the host: no eager device ops per call
   if single and sal.ndim == 2:
     sal = sal[None]
   if sal.ndim == 4 and sal.shape[1] == 1:
@@ -113,9 +114,9 @@ def _causal(mode, model_fn, images, saliency, class_ids, *, step, substrate, bat
     raise ValueError(
         f"saliency must have shape [B, H, W] = {[num_images, h, w]} (or [B, 1, H, W]) to match "
         f"the images, got {list(sal.shape)}")
-  if not jnp.issubdtype(sal.dtype, jnp.floating) and not jnp.issubdtype(sal.dtype, jnp.integer):
+  if not np.issubdtype(sal.dtype, np.floating) and not np.issubdtype(sal.dtype, np.integer):
     raise TypeError(f"saliency must be numeric, got dtype {sal.dtype}")
-  if not bool(jnp.all(jnp.isfinite(sal))):
+  if not np.all(np.isfinite(sal)):
     raise ValueError("saliency contains NaN or inf values; causal metrics need a finite ranking")
   step = _checks.positive_int(step, "step")
   batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -135,8 +136,8 @@ def _causal(mode, model_fn, images, saliency, class_ids, *, step, substrate, bat
   cfg = _Config(mode=mode, step=step, num_steps=math.ceil(h * w / step), batch_size=dev_batch,
                 substrate=sub if isinstance(sub, str | float) else None)
   sub_array = sub if cfg.substrate is None else jnp.zeros((), jnp.float32)
-  curve, bad = _curves(model_fn, cfg, mesh, batch, pixel_ranks(sal.astype(jnp.float32)),
-                       jnp.asarray(ids, jnp.int32), sub_array)
+  curve, bad = jax.device_get(_curves(model_fn, cfg, mesh, batch, sal.astype(np.float32),
+                                      ids.astype(np.int32), sub_array))
   bad = int(bad)
   if bad >= 0:
     per = cfg.num_steps + 1

@@ -143,6 +143,9 @@ class DeepLabV3(nn.Module):
     width: Backbone base width (64 in torchvision); ASPP and head use ``4 * width`` channels.
     dropout_rate: ASPP projection dropout (train mode only).
     dtype: Computation dtype; logits are always returned as float32.
+    stem: Backbone stem: ``"imagenet"`` (torchvision's 7x7 stride-2 conv and max pool) or
+      ``"small"`` (3x3 stride-1 conv, no pool; for small images: every stride is 4x smaller,
+      e.g. features at stride 2 with ``output_stride=8``).
   """
 
   num_classes: int
@@ -152,6 +155,7 @@ class DeepLabV3(nn.Module):
   width: int = 64
   dropout_rate: float = 0.5
   dtype: Any = jnp.float32
+  stem: str = "imagenet"
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -190,7 +194,7 @@ class DeepLabV3(nn.Module):
 
     _, feats = ResNet(stage_sizes=stage_sizes, block=block, num_classes=None, width=self.width,
                       replace_stride_with_dilation=_DILATION_FLAGS[self.output_stride],
-                      dtype=self.dtype, name="backbone")(x, train=train)
+                      stem=self.stem, dtype=self.dtype, name="backbone")(x, train=train)
     feats = {k: feats[k] for k in ("stem", "stage1", "stage2", "stage3", "stage4")}
     y = feats["stage4"]
     y = ASPP(rates=tuple(self.aspp_rates), features=head, dropout_rate=self.dropout_rate,

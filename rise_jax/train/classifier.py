@@ -236,11 +236,33 @@ def _merge(train: dict, frozen: dict) -> dict:
   return flax.traverse_util.unflatten_dict({**frozen, **train})
 
 
+def mask_augment(key: jax.Array, images: jax.Array, keep: jax.Array, prob: float) -> jax.Array:
+  """Randomly masks the background of a batch (see :func:`fit`'s ``mask_prob``).
+
+  Args:
+    key: PRNG key.
+    images: float32[B, H, W, C] normalised images.
+    keep: bool[B, H, W] pixels that are never masked.
+    prob: Probability that an image is masked at all.
+
+  Returns:
+    float32[B, H, W, C] images multiplied by ``max(keep, smooth random mask)`` (or unchanged).
+  """
+  b, h, w, _ = images.shape
+  k_rate, k_grid, k_coin = jax.random.split(key, 3)
+  rate = jax.random.uniform(k_rate, (b, 1, 1), minval=0.2, maxval=0.8)
+  grid = (jax.random.uniform(k_grid, (b, 4, 4)) < rate).astype(jnp.float32)
+  smooth = jax.image.resize(grid, (b, h, w), "bilinear")
+  mask = jnp.maximum(keep.astype(jnp.float32), smooth)
+  on = jax.random.uniform(k_coin, (b, 1, 1)) < prob
+  return images * jnp.where(on, mask, 1.0)[..., None]
+
+
 def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_size: int = 64,
         learning_rate: float = 1e-3, seed: int = 0, head_only: bool = False,
         head_names: tuple[str, ...] = ("head", "fc"), init_variables: Any = None,
         schedule: str = "constant", workdir: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, keep_masks: Any = None, mask_prob: float = 0.0) -> dict:
   """Multi-label BCE training with Adam, per-epoch validation mAP, Orbax keep-best and resume.
 
   Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
@@ -265,6 +287,13 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
       ``None`` trains in memory without checkpoints.
     progress: Show progress bars.
+    keep_masks: Optional bool[N, H, W] pixels never masked by the masking augmentation (the
+      objects of each training image).
+    mask_prob: Masking augmentation: each training image is, with this probability, multiplied
+      by ``max(keep, b)`` with ``b`` a random smooth mask (a 4x4 grid of uniform values,
+      each cell kept with a random rate, bilinearly upsampled), so the classifier sees
+      images whose background is partly replaced by 0 (the mean in normalised space), as
+      saliency methods' masks do, without losing the labelled objects. Needs ``keep_masks``.
 
   Returns:
     ``{"variables": the variables of the epoch with the best validation mAP,
@@ -281,6 +310,16 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     raise ValueError(f"batch_size must be in [1, {n}] (the number of examples), got {batch_size}")
   if epochs < 1 or learning_rate <= 0:
     raise ValueError(f"epochs must be >= 1 and learning_rate > 0, got {epochs}, {learning_rate}")
+  if not 0.0 <= mask_prob <= 1.0:
+    raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
+  keep = None
+  if mask_prob > 0:
+    if keep_masks is None:
+      raise ValueError("mask_prob > 0 needs keep_masks: bool[N, H, W] object pixels")
+    keep = jnp.asarray(keep_masks, bool)
+    if keep.shape != x_tr.shape[:3]:
+      raise ValueError(f"keep_masks must have shape [N, H, W] = {list(x_tr.shape[:3])}, got "
+                       f"{list(keep.shape)}")
   init_key, key = jax.random.split(jax.random.key(seed))
   variables = init_variables or module.init(init_key, x_tr[:1])
   has_bn = "batch_stats" in variables
@@ -306,7 +345,10 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     return (out[0] if isinstance(out, tuple) else out), batch_stats
 
   @jax.jit
-  def train_step(state, frozen, images, labels, rng):
+  def train_step(state, frozen, images, labels, rng, keep_batch):
+    if keep_batch is not None:
+      images = mask_augment(jax.random.fold_in(rng, 1), images, keep_batch, mask_prob)
+
     def loss_fn(p):
       logits, stats = apply(p, state.batch_stats, frozen, images, True, rng)
       return _bce(logits, labels), stats
@@ -339,7 +381,8 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
     for s in range(steps_per_epoch):
       idx = perm[s * batch_size:(s + 1) * batch_size]
       rng = jax.random.fold_in(jax.random.fold_in(key, epoch), s)  # dropout, if any
-      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx], rng)
+      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx], rng,
+                               None if keep is None else keep[idx])
       losses.append(loss)
     state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
     val_loss, val_map = evaluate(state)
@@ -407,7 +450,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   out = fit(module, train, val, epochs=config.train.epochs, batch_size=config.train.batch_size,
             learning_rate=config.train.learning_rate, seed=config.seed,
             head_only=config.train.head_only, schedule=config.train.get("schedule", "constant"),
-            workdir=workdir, progress=config.progress)
+            workdir=workdir, progress=config.progress,
+            keep_masks=train["segmentation"].any(-1) if config.train.get("mask_prob") else None,
+            mask_prob=config.train.get("mask_prob", 0.0))
   scores = black_box(module, out["variables"], "logits")
   logits = np.concatenate([np.asarray(scores(test["image"][i:i + 256]))
                            for i in range(0, len(test["image"]), 256)])
