@@ -42,6 +42,28 @@ def interleaved_best(fns: list[Callable[[], object]], repeats: int = 2) -> list[
   return best
 
 
+def interleaved_best_wall_cpu(fns: list[Callable[[], object]], repeats: int = 2
+                              ) -> tuple[list[float], list[float]]:
+  """Like ``common.interleaved_best``, timing wall and process CPU time of each call."""
+  for fn in fns:
+    jax.block_until_ready(fn())
+  wall, cpu = [float("inf")] * len(fns), [float("inf")] * len(fns)
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
+      w, c = time.perf_counter(), time.process_time()
+      jax.block_until_ready(fn())
+      wall[i] = min(wall[i], time.perf_counter() - w)
+      cpu[i] = min(cpu[i], time.process_time() - c)
+  return wall, cpu
+
+
+def headline_clock() -> str:
+  """Which clock a benchmark's headline ratios use: process CPU time on a CPU backend (robust to
+  other jobs sharing the cores), wall time on an accelerator (host CPU time misses device work).
+  """
+  return "cpu" if jax.default_backend() == "cpu" else "wall"
+
+
 def peak_rss_mb() -> float:
   """Peak resident set size of this process in MiB (Linux ru_maxrss is in KiB)."""
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

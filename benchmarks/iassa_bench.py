@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -56,20 +55,6 @@ def _model(size: int):
     return jax.nn.softmax(module.apply(variables, x)[0], axis=-1)
 
   return model_fn, stage_feature_fn(module.apply, variables)
-
-
-def interleaved_best_wall_cpu(fns, repeats: int) -> tuple[list[float], list[float]]:
-  """Like ``common.interleaved_best``, timing wall and process CPU time of each call."""
-  for fn in fns:
-    jax.block_until_ready(fn())
-  wall, cpu = [math.inf] * len(fns), [math.inf] * len(fns)
-  for _ in range(repeats):
-    for i, fn in enumerate(fns):
-      w, c = time.perf_counter(), time.process_time()
-      jax.block_until_ready(fn())
-      wall[i] = min(wall[i], time.perf_counter() - w)
-      cpu[i] = min(cpu[i], time.process_time() - c)
-  return wall, cpu
 
 
 def main(argv=None):
@@ -99,7 +84,7 @@ def main(argv=None):
   rise = lambda n: (lambda: rise_jax.rise(model_fn, image, 0, num_masks=n,  # noqa: E731
                                           batch_size=b, classes=[class_id]))
   attn = jax.jit(lambda x: attention(feature_fn(x[None])))
-  (t1, t_rise01, t0, t_rise0), (c1, c_rise01, c0, c_rise0) = interleaved_best_wall_cpu(
+  (t1, t_rise01, t0, t_rise0), (c1, c_rise01, c0, c_rise0) = common.interleaved_best_wall_cpu(
       [run1, rise(n0 + n1), run0, rise(n0)], repeats=args.repeats)
   t_attn = common.best_time(lambda: attn(image), repeats=args.repeats)
 
