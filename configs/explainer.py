@@ -5,7 +5,7 @@ reused in ``workdir/classifier``); the Explainer is a small DeepLabV3 (ResNet-18
 width 8, small stem, output stride 16, i.e. mask logits at stride 4) so that it trains on a
 2-core CPU in minutes. The loss coefficients
 are the paper's VOC-ResNet50 preset (the setting closest to a ResNet explanandum) with the
-learning rate raised for the short schedule.
+learning rate raised for the short (40-epoch) schedule.
 
 ``get_config("quick")`` is a smoke run on a few tiny images.
 """
@@ -34,8 +34,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.explainer = ml_collections.ConfigDict(dict(
       preset="voc-resnet50", coefficients=ml_collections.ConfigDict(dict(
           le=None, ltv=None, l_bounds=None, l_area_m=None, l_area_n=None, a=None, b=None)),
-      backbone="resnet18", width=8, output_stride=16, stem="small", epochs=10, batch_size=32,
-      learning_rate=1e-3, patience=3))
+      backbone="resnet18", width=8, output_stride=16, stem="small", epochs=40, batch_size=32,
+      learning_rate=1e-3, patience=5))
   config.eval = ml_collections.ConfigDict(dict(
       methods=("Explainer", "RISE", "Grad-CAM"), batch_size=64, gradcam_layer="last_conv",
       rise=ml_collections.ConfigDict(dict(num_masks=1000, grid_size=7, p1=0.5,
