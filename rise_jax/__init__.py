@@ -1,6 +1,7 @@
 """rise_jax: black-box saliency for image models in JAX (RISE, Segmentation RISE, ...)."""
 
 from rise_jax import baselines, metrics
+from rise_jax.caption import caption_rise
 from rise_jax.engine import batch_mesh
 from rise_jax.evaluation import Results, evaluate, summary_markdown
 from rise_jax.iassa import IassaResult, iassa, iassa_batch
@@ -13,6 +14,7 @@ __all__ = [
     "RiseInfo",
     "baselines",
     "batch_mesh",
+    "caption_rise",
     "evaluate",
     "generate_masks",
     "iassa",
