@@ -42,18 +42,12 @@ import jax.numpy as jnp
 
 import rise_jax
 from benchmarks import common
+from benchmarks.rise_bench import resnet18_black_box
 from rise_jax.iassa import attention, iassa, stage_feature_fn
-from rise_jax.models.resnet import ResNet18
 
 
 def _model(size: int):
-  module = ResNet18(num_classes=1000)
-  variables = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
-
-  @jax.jit
-  def model_fn(x):
-    return jax.nn.softmax(module.apply(variables, x)[0], axis=-1)
-
+  model_fn, module, variables = resnet18_black_box(size)
   return model_fn, stage_feature_fn(module.apply, variables)
 
 

@@ -27,7 +27,8 @@ from benchmarks import common
 from rise_jax.models.resnet import ResNet18
 
 
-def _model(size: int):
+def resnet18_black_box(size: int):
+  """``(model_fn, module, variables)``: a random-init ResNet-18 (1000 classes), softmax scores."""
   module = ResNet18(num_classes=1000)
   variables = module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
 
@@ -35,7 +36,11 @@ def _model(size: int):
   def model_fn(x):
     return jax.nn.softmax(module.apply(variables, x)[0], axis=-1)
 
-  return model_fn
+  return model_fn, module, variables
+
+
+def _model(size: int):
+  return resnet18_black_box(size)[0]
 
 
 def _image(size: int) -> jax.Array:

@@ -365,10 +365,7 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
 
   latest, best, state, history, hist_path = checkpoint.open_run(
       workdir, state, best_metric="val_loss", best_mode="min")
-  best_state, best_loss = state, np.inf
-  if best is not None and best.best_step() is not None:
-    best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
-    best_loss = min(h["val_loss"] for h in history if h["epoch"] == best.best_step())
+  best_state, best_loss = checkpoint.best_so_far(best, state, history, "val_loss", "min")
   stopped_early = _epochs_since_best(history) >= patience
 
   steps_per_epoch = n // batch_size

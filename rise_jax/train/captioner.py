@@ -203,10 +203,7 @@ def fit_captioner(module: captioner_lib.Captioner, train: dict, val: dict, *, ep
 
   latest, best, state, history, hist_path = checkpoint.open_run(
       workdir, state, best_metric="val_loss", best_mode="min")
-  best_state, best_loss = state, np.inf
-  if best is not None and best.best_step() is not None:
-    best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
-    best_loss = min(h["val_loss"] for h in history if h["epoch"] == best.best_step())
+  best_state, best_loss = checkpoint.best_so_far(best, state, history, "val_loss", "min")
   for epoch in tqdm.trange(int(state.epoch), epochs, desc="captioner epochs",
                            disable=not progress):
     perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)

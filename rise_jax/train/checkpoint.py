@@ -162,6 +162,29 @@ def open_run(workdir: str | os.PathLike | None, state: Any, *, best_metric: str,
   return latest, best, state, history, hist_path
 
 
+
+def best_so_far(best: Manager | None, state: Any, history: list[dict], metric: str,
+                mode: str) -> tuple[Any, float]:
+  """The best state of a resumed run and its metric value (``state`` and +-inf when none).
+
+  Args:
+    best: The ``best`` manager of :func:`open_run` (or ``None`` for an in-memory run).
+    state: The current state (the template for restoring).
+    history: The run's history (one dict per epoch with ``"epoch"`` and ``metric``).
+    metric: Name of the metric the best checkpoint is chosen by.
+    mode: ``"min"`` or ``"max"``.
+
+  Returns:
+    ``(best_state, best_value)``.
+  """
+  worst = np.inf if mode == "min" else -np.inf
+  if best is None or best.best_step() is None:
+    return state, worst
+  step = best.best_step()
+  restored = jax.tree.map(jax.numpy.asarray, best.restore(state, step=step))
+  pick = min if mode == "min" else max
+  return restored, pick(h[metric] for h in history if h["epoch"] == step)
+
 def save_epoch(latest: Manager | None, best: Manager | None, epoch: int, state: Any,
                metrics: dict[str, float], history: list[dict], history_path: str | None) -> None:
   """Writes one finished epoch of a run opened by :func:`open_run` (no-op without a workdir)."""

@@ -370,10 +370,7 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
 
   latest, best, state, history, hist_path = checkpoint.open_run(
       workdir, state, best_metric="val_map", best_mode="max")
-  best_state, best_map = state, -np.inf
-  if best is not None and best.best_step() is not None:
-    best_state = jax.tree.map(jnp.asarray, best.restore(state, step=best.best_step()))
-    best_map = max(h["val_map"] for h in history if h["epoch"] == best.best_step())
+  best_state, best_map = checkpoint.best_so_far(best, state, history, "val_map", "max")
   steps_per_epoch = n // batch_size
   for epoch in tqdm.trange(int(state.epoch), epochs, desc="epochs", disable=not progress):
     perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
