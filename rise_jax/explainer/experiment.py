@@ -62,8 +62,13 @@ def _batched(fn: Callable, images: np.ndarray, batch_size: int, desc: str,
   return np.concatenate(out)
 
 
-def method_masks(config, explanandum, explainer, test: dict, progress: bool = True
-                 ) -> dict[str, np.ndarray]:
+def softmax_black_box(apply_fn: Callable, variables: Any) -> Callable:
+  """Jitted ``float32[b, H, W, 3] -> softmax(logits) float32[b, C]`` of a frozen classifier."""
+  return jax.jit(lambda x: jax.nn.softmax(apply_fn(variables, x)[0], axis=-1))
+
+
+def method_masks(config, explanandum, explainer, test: dict, progress: bool = True,
+                 probs_fn: Callable | None = None) -> dict[str, np.ndarray]:
   """Class masks ``float32[B, C, H, W]`` in ``[0, 1]`` of every compared method on ``test``.
 
   Args:
@@ -73,6 +78,7 @@ def method_masks(config, explanandum, explainer, test: dict, progress: bool = Tr
     explainer: ``(module, variables)`` of the trained Explainer.
     test: ``{"image": float32[B, H, W, 3], ...}``.
     progress: Show progress bars.
+    probs_fn: RISE's black box (default :func:`softmax_black_box` of the explanandum).
 
   Returns:
     ``{method name: masks}`` for the methods in ``config.eval.methods``.
@@ -91,7 +97,7 @@ def method_masks(config, explanandum, explainer, test: dict, progress: bool = Tr
       out[name] = _batched(functools.partial(explain, module, expl_vars), images, ev.batch_size,
                            "Explainer masks", progress)
     elif name == "RISE":
-      probs = jax.jit(lambda x: jax.nn.softmax(apply_fn(variables, x)[0], axis=-1))
+      probs = probs_fn or softmax_black_box(apply_fn, variables)
       r = ev.rise
       maps = [np.asarray(rise(probs, images[i], jax.random.fold_in(jax.random.key(r.seed), i),
                               num_masks=r.num_masks, grid_size=r.grid_size, p1=r.p1,
@@ -253,9 +259,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         learning_rate=c.get("learning_rate"), seed=config.seed,
                         patience=c.patience, workdir=os.path.join(workdir, "explainer"),
                         module=module, progress=progress)
+  probs_fn = softmax_black_box(apply_fn, variables)
   masks = method_masks(config, (apply_fn, variables), (module, fit["variables"]), test,
-                       progress)
-  probs_fn = jax.jit(lambda x: jax.nn.softmax(apply_fn(variables, x)[0], axis=-1))
+                       progress, probs_fn)
   results = score_methods(probs_fn, test, masks, config.eval.batch_size)
   results["explainer_training"] = {"best_epoch": fit["best_epoch"],
                                    "stopped_early": fit["stopped_early"],
