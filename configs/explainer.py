@@ -1,11 +1,11 @@
 """NN-Explainer on the synthetic shapes benchmark (issue 7).
 
 The explanandum is the classifier of ``configs/classifier.py`` (a small ResNet, trained or
-reused in ``workdir/classifier``); the Explainer is a small DeepLabV3 (ResNet-18 layout, base
-width 8, small stem, output stride 16, i.e. mask logits at stride 4) so that it trains on a
-2-core CPU in minutes. The loss coefficients
-are the paper's VOC-ResNet50 preset (the setting closest to a ResNet explanandum) with the
-learning rate raised for the short (40-epoch) schedule.
+reused in ``workdir/classifier``, or in ``explanandum.classifier_dir`` when set); the Explainer
+is a small DeepLabV3 (ResNet-18 layout, base width 8, small stem, output stride 16, i.e. mask
+logits at stride 4) so that it trains on a 2-core CPU in minutes. The loss coefficients are the
+paper's VOC-ResNet50 preset (the setting closest to a ResNet explanandum) with the learning rate
+raised for the short (40-epoch) schedule.
 
 ``get_config("quick")`` is a smoke run on a few tiny images.
 """
@@ -30,7 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="synthetic", image_size=clf.data.image_size, num_classes=clf.data.num_classes,
       num_train=clf.data.num_train, num_val=clf.data.num_val, num_test=200))
   config.explanandum = ml_collections.ConfigDict(dict(
-      source="train", classifier=clf, arch="", weights=""))
+      source="train", classifier=clf, classifier_dir="", arch="", weights=""))
   config.explainer = ml_collections.ConfigDict(dict(
       preset="voc-resnet50", coefficients=ml_collections.ConfigDict(dict(
           le=None, ltv=None, l_bounds=None, l_area_m=None, l_area_n=None, a=None, b=None)),
@@ -38,6 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       learning_rate=1e-3, patience=5))
   config.eval = ml_collections.ConfigDict(dict(
       methods=("Explainer", "RISE", "Grad-CAM"), batch_size=64, gradcam_layer="last_conv",
+      figure_images=4,
       rise=ml_collections.ConfigDict(dict(num_masks=1000, grid_size=7, p1=0.5,
                                           batch_size=100, seed=0))))
   if "quick" in variants:

@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       learning_rate=None, patience=5))
   config.eval = ml_collections.ConfigDict(dict(
       methods=("Explainer", "RISE", "Grad-CAM"), batch_size=32, gradcam_layer="last_conv",
+      figure_images=4,
       rise=ml_collections.ConfigDict(dict(num_masks=4000, grid_size=7, p1=0.5,
                                           batch_size=100, seed=0))))
   if "quick" in variants:

@@ -1,13 +1,14 @@
 """IASSA Table 1 (Vasu & Long, WACV 2020; issue 8): RISE vs IASSA at k = 5..25, both mixes.
 
 ``get_config()``: the synthetic shapes benchmark (64 px) with the classifier of
-``configs/classifier.py`` (trained or reused in ``workdir/classifier``), the paper's IASSA
-settings scaled from 224 px to 64 px (``s = 64 / 224``: W0 13, S0 2, steps 0.43 / 0.057), and
-only 2 test images (5 (image, class) pairs) so that the whole evaluation takes about 5 minutes
-on a quiet 2-core CPU once the classifier exists: IASSA sends 8000-13000 windows per pair and
-mix through the black box at this scaling (about a minute per pair for both mixes on such a
-CPU). That is a smoke-sized table; for numbers to compare, raise ``--config.data.num_test``
-on a GPU (150 images, 299 pairs: about 1.5 minutes on one H200 with
+``configs/classifier.py`` (trained or reused in ``workdir/classifier``, or in
+``explanandum.classifier_dir`` when set, so that several experiments share one classifier), the
+paper's IASSA settings scaled from 224 px to 64 px (``s = 64 / 224``: W0 13, S0 2, steps 0.43 /
+0.057), and only 2 test images (5 (image, class) pairs) so that the whole evaluation takes about
+5 minutes on a quiet 2-core CPU once the classifier exists: IASSA sends 8000-13000 windows per
+pair and mix through the black box at this scaling (about a minute per pair for both mixes on
+such a CPU). That is a smoke-sized table; for numbers to compare, raise
+``--config.data.num_test`` on a GPU (150 images, 299 pairs: about 1.5 minutes on one H200 with
 ``--config.iassa.batch_size=128 --config.eval.chunk=64``).
 
 ``get_config("quick")``: a smoke run (32 px quick classifier, 2 test images, 50 RISE masks,
@@ -46,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Metrics score the classifier's sigmoid (multi-label, BCE); RISE and IASSA explain its logit
   # (float32 sigmoids saturate to 1 on windowed images, which flattens IASSA's estimate).
   config.explanandum = ml_collections.ConfigDict(dict(
-      source="train", classifier=clf, arch="", weights="", output="sigmoid",
+      source="train", classifier=clf, classifier_dir="", arch="", weights="", output="sigmoid",
       explain_output="logits"))
   config.eval = ml_collections.ConfigDict(dict(
       classes="all",  # every present class of an image ("first": its first present class)

@@ -1,15 +1,15 @@
-"""Main job: train a classifier on synthetic shapes and explain it with RISE.
+"""Main job: every method of the three papers on the synthetic benchmark (see rise_jax.main_job).
 
-python -m experiments.main [--config=configs/default.py:quick] [--workdir=DIR]
+python -m experiments.main [--config=configs/default.py[:quick]] [--workdir=DIR]
+    [--config.stages=classifier,rise] [--config.rise.rise.num_masks=2000]
 """
 
-import json
 import pathlib
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from rise_jax import demo
+from rise_jax import main_job
 
 _DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
 _CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Main job config.")
@@ -20,8 +20,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  results = demo.run_demo(config, _WORKDIR.value or config.workdir)
-  print(json.dumps(results["summary"], indent=2))
+  workdir = _WORKDIR.value or config.workdir
+  summary = main_job.run(config, workdir)
+  for o in summary["orderings"]:
+    mark = "n/a" if o["holds"] is None else ("holds" if o["holds"] else "DOES NOT HOLD")
+    print(f"{mark:>13}  {o['claim']}")
+  print(f"total {summary['total_seconds']:.0f} s; tables: {workdir}/tables.md")
 
 
 if __name__ == "__main__":

@@ -440,7 +440,8 @@ def _explanandum(config, workdir: str) -> tuple[Callable, Any, list[str] | None,
       raise ValueError(
           f"data.image_size/num_classes ({d.image_size}, {d.num_classes}) must match the "
           f"classifier's ({c.data.image_size}, {c.data.num_classes})")
-    out = classifier.train_and_evaluate(c, os.path.join(workdir, "classifier"))
+    out = classifier.train_and_evaluate(c, e.get("classifier_dir") or
+                                        os.path.join(workdir, "classifier"))
     return (out["module"].apply, out["variables"], list(synthetic.CLASS_NAMES[:d.num_classes]),
             {"source": "train", "test_map": out["test_map"]})
   if e.source == "registry":

@@ -191,3 +191,45 @@ def save_curves(
   ax.legend(loc="best", fontsize=8)
   fig.tight_layout()
   return _save(fig, path)
+
+
+def save_training_curves(
+  path: str | os.PathLike,
+  histories: Mapping[str, Sequence[Mapping[str, float]]],
+  *,
+  keys: Sequence[str] = ("train_loss", "val_loss"),
+) -> str:
+  """Plots per-epoch training histories, one panel per run, side by side.
+
+  Args:
+    path: Output ``.png`` path; parent folders are created.
+    histories: Run name -> list of per-epoch records ``{"epoch": int, "train_loss": float,
+      ...}`` (the ``history.json`` of the classifier, Explainer and captioner runs).
+    keys: Record entries plotted (those missing from a run are skipped).
+
+  Returns:
+    The path written; each panel is ``CURVE_SIZE_PX`` pixels.
+
+  Raises:
+    ValueError: For an empty mapping, an empty history, or a run with none of ``keys``.
+  """
+  if not histories:
+    raise ValueError("histories must hold at least one run, got an empty mapping")
+  width, height = CURVE_SIZE_PX
+  n = len(histories)
+  fig = Figure(figsize=(n * width / _DPI, height / _DPI), dpi=_DPI)
+  for i, (name, history) in enumerate(histories.items()):
+    if not history:
+      raise ValueError(f"history of {name!r} is empty")
+    present = [k for k in keys if all(isinstance(r.get(k), int | float) for r in history)]
+    if not present:
+      raise ValueError(f"history of {name!r} has none of the keys {list(keys)}")
+    ax = fig.add_subplot(1, n, i + 1)
+    epochs = [r.get("epoch", j + 1) for j, r in enumerate(history)]
+    for k in present:
+      ax.plot(epochs, [r[k] for r in history], marker=".", label=k)
+    ax.set_xlabel("epoch")
+    ax.set_title(name)
+    ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  return _save(fig, path)

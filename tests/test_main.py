@@ -1,83 +1,180 @@
-"""End-to-end test of the main job (quick config) and of its config."""
+"""The main job (rise_jax.main_job, configs/default.py): end to end on the quick config, plus its
+orderings, tables and stage reuse on hand-made results."""
 
+import csv
 import json
 import os
 
-import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
 from configs import default
-from rise_jax import demo
+from rise_jax import main_job
 
 
-def test_run_demo_quick(tmp_path):
+def _fake_results():
+  return {
+      "classifier": {"test_map": 0.9},
+      "rise": {"table1": {"RISE": {"deletion": 0.10, "insertion": 0.70},
+                          "Grad-CAM": {"deletion": 0.12, "insertion": 0.65}},
+               "table2": {"RISE": {"all": 0.80, "difficult": 0.7},
+                          "centre": {"all": 0.85, "difficult": 0.5}}},
+      "iassa": {"table": {"image": {"RISE": {"f1": 0.2, "iou": 0.1},
+                                    "IASSA mix=paper k=5": {"f1": 0.1, "iou": 0.2},
+                                    "IASSA mix=code k=5": {"f1": 0.3, "iou": 0.2},
+                                    "IASSA mix=code k=10": {"f1": 0.0, "iou": 0.0}},
+                          "pixel": {}}},
+      "explainer": {"table2": {"Explainer": {"acc": 0.9, "mae": 0.1},
+                               "RISE": {"acc": 0.6, "mae": 0.4},
+                               "Grad-CAM": {"acc": 0.95, "mae": 0.05}},
+                    "class_specific": {"Explainer": {"diagonal_mean": 0.7,
+                                                     "off_diagonal_mean": 0.1}}},
+      "segmentation_rise": {"table": {"mean": {"pointing": 0.9, "mass_in_object": 0.4},
+                                      "max": {"pointing": 0.5, "mass_in_object": 0.3},
+                                      "centre": {"pointing": 0.5, "mass_in_object": 0.1}}},
+      "caption": {"pointing": {"method": {"all": 0.9}, "centre": {"all": 0.3}}},
+  }
+
+
+def test_orderings_are_checked_against_the_numbers():
+  order = {o["claim"]: o for o in main_job.orderings(_fake_results())}
+  holds = {claim: o["holds"] for claim, o in order.items()}
+  assert holds["RISE deletion AUC below Grad-CAM's (RISE Tab. 1)"] is True
+  assert holds["RISE insertion AUC above Grad-CAM's (RISE Tab. 1)"] is True
+  assert holds["RISE pointing accuracy above the centre baseline (RISE Tab. 2)"] is False
+  # Both mixes at k = 5 are checked, each needs F1 and IoU above RISE's.
+  assert holds["IASSA mix=paper k=5: F1 and IoU above RISE's (IASSA Tab. 1, image level)"] is False
+  assert holds["IASSA mix=code k=5: F1 and IoU above RISE's (IASSA Tab. 1, image level)"] is True
+  assert not any("k=10" in c for c in holds)
+  assert holds["Explainer Acc above and MAE below RISE's (Stalder Tab. 2)"] is True
+  assert holds["Explainer Acc above and MAE below Grad-CAM's (Stalder Tab. 2)"] is False
+  assert holds["Segmentation RISE (merge=mean) pointing above the centre baseline"] is True
+  assert holds["Segmentation RISE (merge=max) pointing above the centre baseline"] is False
+  assert holds["Captioning RISE: noun maps point at their object more often than the centre"]
+  cs = order["Explainer class-specific masks: diagonal above off-diagonal (Stalder Tab. 1)"]
+  assert cs["values"] == {"diagonal": 0.7, "off_diagonal": 0.1} and cs["holds"] is True
+  assert main_job.orderings({}) == []
+
+
+def test_headline_rows_flatten_the_main_tables():
+  rows = main_job.headline_rows(_fake_results())
+  by_key = {(r["stage"], r["row"], r["metric"]): r["value"] for r in rows}
+  assert by_key[("rise", "table1/RISE", "deletion")] == 0.10
+  assert by_key[("iassa", "table/image/IASSA mix=code k=5", "f1")] == 0.3
+  assert by_key[("classifier", "", "test_map")] == 0.9
+  assert by_key[("segmentation_rise", "table/centre", "pointing")] == 0.5
+  assert len(rows) == len(by_key)
+
+
+def test_stage_configs_share_the_classifier_and_reject_bad_stages(tmp_path):
   config = default.get_config("quick")
-  workdir = str(tmp_path / "run")
-  results = demo.run_demo(config, workdir)
-
-  with open(os.path.join(workdir, "results.json")) as f:
-    saved = json.load(f)
-  assert saved["summary"] == results["summary"]
-  summary = saved["summary"]
-  n, c, s = config.data.num_test, config.data.num_classes, config.data.image_size
-  assert summary["num_images"] == n
-  assert summary["map_shape"] == [c, s, s]
-  assert summary["num_explained_classes"] == sum(len(im["true_classes"]) for im in saved["images"])
-  assert summary["num_explained_classes"] >= n
-  for key in (
-    "mean_mass_in_mask",
-    "mean_mask_area_fraction",
-    "pointing_accuracy",
-    "test_label_accuracy",
-  ):
-    assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
-  assert 0.0 < summary["mean_mask_area_fraction"] < 0.5
-  assert summary["rise_seconds"] > 0 and summary["classifier_reused"] is False
-  maps = np.load(os.path.join(workdir, "maps.npy"))
-  assert maps.shape == (n, c, s, s) and np.isfinite(maps).all()
-
-  assert len(saved["images"]) == n
-  for image in saved["images"]:
-    assert image["map_shape"] == [c, s, s]
-    assert 1 <= len(image["true_classes"]) <= 3
-    for entry in image["classes"]:
-      assert entry["class"] in image["true_classes"]
-      assert 0.0 <= entry["mass_in_mask"] <= 1.0
-      assert 0.0 < entry["mask_area_fraction"] < 1.0
-      assert 0.0 <= entry["probability"] <= 1.0
-    png = mpimg.imread(os.path.join(workdir, image["figure"]))
-    panels = 1 + len(image["true_classes"])
-    assert png.shape[:2] == (demo.viz.PANEL_PX + demo.viz.TITLE_PX, panels * demo.viz.PANEL_PX)
-
-  # A rerun reuses the cached classifier and reproduces the numbers exactly.
-  again = demo.run_demo(config, workdir)["summary"]
-  assert again["classifier_reused"] is True
-  for key in ("mean_mass_in_mask", "pointing_accuracy", "test_label_accuracy"):
-    assert again[key] == summary[key]
+  configs = main_job.stage_configs(config, str(tmp_path))
+  assert tuple(configs) == tuple(config.stages)
+  for name in ("rise", "explainer", "iassa"):
+    e = configs[name].explanandum
+    assert e.classifier_dir == str(tmp_path / "classifier")
+    assert e.classifier.to_dict() == config.classifier.to_dict()
+    assert configs[name].workdir == str(tmp_path / name)
+  config.stages = ("classifier", "lime")
+  with pytest.raises(ValueError, match="unknown \\['lime'\\]"):
+    main_job.stage_configs(config, str(tmp_path))
+  config.stages = ("classifier", "segmentation_rise")
+  with pytest.raises(ValueError, match="list 'explainer'"):
+    main_job.stage_configs(config, str(tmp_path))
 
 
-def test_mass_in_mask():
-  sal = np.array([[1.0, 3.0], [-2.0, 0.0]])
-  mask = np.array([[False, True], [True, True]])
-  # Shifted by the minimum (-2): [[3, 5], [0, 2]] -> (5 + 0 + 2) / 10.
-  assert demo._mass_in_mask(sal, mask) == pytest.approx(0.7)
-  assert demo._mass_in_mask(np.full((2, 2), 4.0), mask) == 0.0
-
-
-def test_config_variants():
-  full, quick = default.get_config(), default.get_config("quick")
-  assert full.workdir == "./runs/default" and full.data.image_size == 64
-  assert full.rise.num_masks == 2000 and full.rise.grid_size == 7 and full.rise.p1 == 0.5
-  assert quick.data.num_train < full.data.num_train
-  assert quick.rise.num_masks < full.rise.num_masks
-  assert quick.train.steps < full.train.steps
-  with pytest.raises(ValueError, match="config variant"):
+def test_default_config_builds_and_rejects_unknown_variants():
+  full = default.get_config()
+  assert full.workdir == "./runs/default" and full.stages[0] == "classifier"
+  assert full.iassa.iassa.record == (5, 10) and full.explainer.explainer.epochs == 4
+  with pytest.raises(ValueError, match="variant"):
     default.get_config("huge")
 
 
-def test_run_demo_rejects_unknown_model(tmp_path):
+def test_demote_shifts_headings():
+  assert main_job._demote("# A\ntext\n## B") == "## A\ntext\n### B\n"
+
+
+def test_mass_in_mask():
+  sal = np.array([[0.0, 1.0], [2.0, 4.0]])
+  mask = np.array([[0, 1], [0, 1]])
+  assert main_job._mass_in_mask(sal, mask) == pytest.approx(5 / 7)
+  assert main_job._mass_in_mask(np.full((2, 2), 4.0), mask) == 0.0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
   config = default.get_config("quick")
-  config.model.name = "ResNet50"
-  with pytest.raises(ValueError, match="model.name"):
-    demo.run_demo(config, str(tmp_path))
+  workdir = str(tmp_path_factory.mktemp("main") / "run")
+  return config, workdir, main_job.run(config, workdir)
+
+
+def test_quick_run_writes_every_table_and_figure(quick_run):
+  config, workdir, summary = quick_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  assert saved["orderings"] == summary["orderings"]
+  assert set(saved["stages"]) == set(config.stages)
+  assert all(not s["reused"] for s in saved["seconds"].values())
+  tables = open(os.path.join(workdir, "tables.md")).read()
+  for heading in ("Orderings the papers report", "Segmentation RISE", "Stage times"):
+    assert heading in tables
+  claims = {o["claim"] for o in summary["orderings"]}
+  assert any("deletion" in c for c in claims) and any("IASSA" in c for c in claims)
+  assert any("Explainer Acc" in c for c in claims) and any("Captioning" in c for c in claims)
+  with open(os.path.join(workdir, "summary.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == len(summary["headline"]) > 10
+  assert all(np.isfinite(float(r["value"])) for r in rows)
+  figures = summary["figures"]
+  assert "figures/training_curves.png" in figures
+  assert any(p.startswith("segmentation_rise/figures/") for p in figures)
+  assert any(p.startswith("explainer/figures/") for p in figures)
+  for p in figures:
+    assert os.path.getsize(os.path.join(workdir, p)) > 1000
+
+
+def test_quick_run_segmentation_rise_numbers(quick_run):
+  _, workdir, summary = quick_run
+  seg = summary["stages"]["segmentation_rise"]
+  rows = seg["rows"]
+  assert seg["num_segments"] == len(rows) >= 1
+  for merge in ("mean", "max"):
+    assert seg["table"][merge]["pointing"] == pytest.approx(np.mean([r[f"{merge}_hit"]
+                                                                     for r in rows]))
+    assert all(0 <= r[f"{merge}_mass_in_object"] <= 1 for r in rows)
+  assert seg["table"]["centre"]["mass_in_object"] == pytest.approx(
+      np.mean([r["object_area"] for r in rows]))
+
+
+def test_rerun_reuses_every_stage(quick_run, monkeypatch):
+  config, workdir, summary = quick_run
+
+  def fail(*args, **kwargs):
+    raise AssertionError("a finished stage was recomputed")
+
+  monkeypatch.setattr(main_job, "segmentation_rise_stage", fail)
+  for name in main_job._RUNNERS:
+    monkeypatch.setitem(main_job._RUNNERS, name, fail)
+  again = main_job.run(config, workdir)
+  assert all(s["reused"] for s in again["seconds"].values())
+  assert again["orderings"] == summary["orderings"]
+  # A changed stage config reruns only that stage.
+  config = default.get_config("quick")
+  config.segmentation_rise.num_masks = 60
+  calls = []
+  monkeypatch.setattr(main_job, "segmentation_rise_stage",
+                      lambda *a: calls.append(a) or summary["stages"]["segmentation_rise"])
+  third = main_job.run(config, workdir)
+  assert len(calls) == 1 and not third["seconds"]["segmentation_rise"]["reused"]
+  assert third["seconds"]["rise"]["reused"]
+
+
+def test_orderings_with_missing_numbers_are_untested():
+  results = _fake_results()
+  results["caption"]["pointing"]["method"]["all"] = float("nan")
+  del results["rise"]["table1"]["Grad-CAM"]
+  order = {o["claim"]: o["holds"] for o in main_job.orderings(results)}
+  caption = "Captioning RISE: noun maps point at their object more often than the centre"
+  assert order[caption] is None
+  assert order["RISE deletion AUC below Grad-CAM's (RISE Tab. 1)"] is None

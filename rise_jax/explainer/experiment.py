@@ -3,7 +3,8 @@
 :func:`train_and_evaluate` runs one config of ``configs/explainer*.py`` end to end:
 
 1. The explanandum (frozen classifier): trained on the synthetic benchmark by
-   :func:`rise_jax.train.classifier.train_and_evaluate` (cached in ``workdir/classifier``), or
+   :func:`rise_jax.train.classifier.train_and_evaluate` (cached in ``workdir/classifier``, or
+   ``explanandum.classifier_dir`` when set), or
    for the paper settings a registry architecture whose fine-tuned multi-label weights are
    given as a file (``explanandum.weights``; see ``experiments/convert_weights.py`` and
    :func:`rise_jax.train.classifier.fit`).
@@ -209,7 +210,8 @@ def _explanandum(config, workdir: str, progress: bool):
     from rise_jax.data import synthetic
     from rise_jax.train import classifier
 
-    out = classifier.train_and_evaluate(e.classifier, os.path.join(workdir, "classifier"))
+    out = classifier.train_and_evaluate(e.classifier, e.get("classifier_dir") or
+                                        os.path.join(workdir, "classifier"))
     names = list(synthetic.CLASS_NAMES[:config.data.num_classes])
     return out["module"].apply, out["variables"], names
   if e.source == "registry":
@@ -218,6 +220,15 @@ def _explanandum(config, workdir: str, progress: bool):
     clf = registry.load(e.arch, e.weights or None, num_classes=config.data.num_classes)
     return clf.module.apply, clf.variables, None
   raise ValueError(f"explanandum.source must be 'train' or 'registry', got {e.source!r}")
+
+
+def _denormalize(config) -> Callable | None:
+  """Display colours of the config's dataset (synthetic only; else min-max per image)."""
+  if config.data.name == "synthetic":
+    from rise_jax.data import synthetic
+
+    return synthetic.denormalize
+  return None
 
 
 def load_splits(config) -> tuple[dict, dict, dict]:
@@ -237,6 +248,64 @@ def coefficients(config) -> losses.Coefficients:
   return dataclasses.replace(coeffs, **overrides) if overrides else coeffs
 
 
+def save_mask_figures(folder: str, test: dict, masks: dict[str, np.ndarray],
+                      num_images: int, denormalize: Callable | None = None) -> list[str]:
+  """One PNG per test image: the image, its ground truth and each method's target mask.
+
+  Args:
+    folder: Output folder (``image_XXX.png``).
+    test: ``{"image": float32[B, H, W, 3], "label": multi-hot [B, C], "segmentation":
+      bool[B, H, W, C]}``.
+    masks: ``{method: float32[B, C, H, W]}`` (timing entries are skipped).
+    num_images: How many of the first images with a present class to draw.
+    denormalize: Maps normalised images back to display colours (default: min-max per image).
+
+  Returns:
+    The written paths.
+  """
+  from rise_jax import viz
+
+  labels = np.asarray(test["label"]) > 0
+  names = [k for k in masks if not k.endswith("_seconds_per_image")]
+  paths = []
+  for i in np.flatnonzero(labels.any(axis=1))[:max(num_images, 0)]:
+    gt = (np.asarray(test["segmentation"][i], bool) & labels[i]).any(-1).astype(np.float32)
+    target = [np.asarray(masks[k][i], np.float32)[labels[i]].max(axis=0) for k in names]
+    image = np.asarray(test["image"][i], np.float32)
+    paths.append(viz.save_overlays(
+        os.path.join(folder, f"image_{i:03d}.png"),
+        denormalize(image) if denormalize else image, np.stack([gt, *target]),
+        ["G.T.", *names]))
+  return paths
+
+
+def trained_explainer(config, workdir: str) -> dict:
+  """Trains the config's Explainer in ``workdir/explainer`` (or reuses the finished run there).
+
+  Args:
+    config: An ``ml_collections`` config of ``configs/explainer*.py``.
+    workdir: Run folder.
+
+  Returns:
+    ``{"explanandum": (apply_fn, variables, class_names), "module": the Explainer,
+    "fit": train_explainer's result (``"variables"``, ``"history"``, ...), "test": the test
+    split}``.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  apply_fn, variables, class_names = _explanandum(config, workdir, config.progress)
+  train, val, test = load_splits(config)
+  c = config.explainer
+  module = create_explainer(train["label"].shape[1], backbone=c.backbone, width=c.width,
+                            output_stride=c.output_stride, stem=c.get("stem", "imagenet"))
+  fit = train_explainer(apply_fn, variables, train, val, coeffs=coefficients(config),
+                        epochs=c.epochs, batch_size=c.batch_size,
+                        learning_rate=c.get("learning_rate"), seed=config.seed,
+                        patience=c.patience, workdir=os.path.join(workdir, "explainer"),
+                        module=module, progress=config.progress)
+  return {"explanandum": (apply_fn, variables, class_names), "module": module, "fit": fit,
+          "test": test}
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs one Explainer experiment (see the module docstring); reruns reuse finished stages.
 
@@ -247,18 +316,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     The results dict written to ``workdir/results.json``.
   """
-  os.makedirs(workdir, exist_ok=True)
   progress = config.progress
-  apply_fn, variables, class_names = _explanandum(config, workdir, progress)
-  train, val, test = load_splits(config)
-  c = config.explainer
-  module = create_explainer(train["label"].shape[1], backbone=c.backbone, width=c.width,
-                            output_stride=c.output_stride, stem=c.get("stem", "imagenet"))
-  fit = train_explainer(apply_fn, variables, train, val, coeffs=coefficients(config),
-                        epochs=c.epochs, batch_size=c.batch_size,
-                        learning_rate=c.get("learning_rate"), seed=config.seed,
-                        patience=c.patience, workdir=os.path.join(workdir, "explainer"),
-                        module=module, progress=progress)
+  run = trained_explainer(config, workdir)
+  apply_fn, variables, class_names = run["explanandum"]
+  module, fit, test = run["module"], run["fit"], run["test"]
   probs_fn = softmax_black_box(apply_fn, variables)
   masks = method_masks(config, (apply_fn, variables), (module, fit["variables"]), test,
                        progress, probs_fn)
@@ -267,6 +328,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                    "stopped_early": fit["stopped_early"],
                                    "history": fit["history"]}
   results["class_names"] = class_names
+  results["figures"] = [os.path.relpath(p, workdir) for p in save_mask_figures(
+      os.path.join(workdir, "figures"), test, masks, config.eval.get("figure_images", 4),
+      _denormalize(config))]
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "tables.md"), "w") as f:

@@ -335,7 +335,7 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
                      f"shape {list(out_shape.shape)} per image (expected [1, {num_classes}])")
 
   init_key, key = jax.random.split(jax.random.key(seed))
-  state = init_state(module.init(init_key, x_tr[:1]), lr)
+  state = init_state(jax.jit(module.init)(init_key, x_tr[:1]), lr)
   train_step = make_train_step(module, explanandum_apply, coeffs, lr)
   eval_step = make_eval_step(module, explanandum_apply, coeffs)
   frozen = explanandum_variables

@@ -93,7 +93,7 @@ def train_classifier(
 
   key = jax.random.key(seed)
   init_key, data_key = jax.random.split(key)
-  params = module.init(init_key, images[:1])
+  params = jax.jit(module.init)(init_key, images[:1])
   if set(params) - {"params"}:
     raise ValueError(
       f"module must have only a 'params' collection, got {sorted(params)} "
@@ -321,7 +321,7 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
       raise ValueError(f"keep_masks must have shape [N, H, W] = {list(x_tr.shape[:3])}, got "
                        f"{list(keep.shape)}")
   init_key, key = jax.random.split(jax.random.key(seed))
-  variables = init_variables or module.init(init_key, x_tr[:1])
+  variables = init_variables or jax.jit(module.init)(init_key, x_tr[:1])
   has_bn = "batch_stats" in variables
   trainable_fn = (lambda k: k[0] in head_names) if head_only else (lambda k: True)
   params_tr, frozen = split_trainable(variables["params"], trainable_fn)

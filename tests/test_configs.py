@@ -1,0 +1,262 @@
+"""Every config of ``configs/`` builds; every paper setting of ``configs/rise.py`` runs one small
+step on mock data in each dataset's real on-disk format.
+
+"One small step" of a paper setting: the variant's config unchanged except (a) the registry
+architecture (ResNet50 / VGG16) replaced by ``tiny`` (TinyCNN, 64-px input, random weights with
+the setting's 20 / 80 / 1000-class head saved as an Orbax folder, i.e. the same
+``explanandum.weights`` path mechanism as real fine-tuned weights), so ``data.image_size=64``,
+(b) the data paths pointing at miniature datasets written by ``tests/data_fixtures.py`` (TFDS
+``imagenet2012`` / ``voc/2007`` / ``coco/2014`` array_record files, an ImageNet image folder with
+its label file, a VOCdevkit, a COCO instances JSON), and (c) everything sized down:
+``data.max_test=2`` images, 8 RISE masks, one occlusion window (``window = stride = 224`` at the
+paper size, i.e. the whole 64-px image), deletion/insertion in 4 steps (``eval.step=1024``).
+All three methods and all the variant's metrics then run through the real loaders,
+preprocessing, pair selection (top-1 for ImageNet, true classes for VOC/COCO), scoring and
+tables (no figures: ``tests/test_rise_experiment.py`` covers them).
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import rise as rise_config
+from rise_jax import rise_experiment as rx
+from tests import data_fixtures as fx
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs")
+
+
+def _declared_variants() -> list[tuple[str, str | None]]:
+  """``(module, variant)`` for every config module with ``get_config``: ``None`` (the default)
+  when the module has one, and each declared variant (``_VARIANTS``, else ``SETTINGS``)."""
+  out = []
+  for path in sorted(glob.glob(os.path.join(_CONFIG_DIR, "*.py"))):
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name.startswith("_"):
+      continue
+    module = importlib.import_module(f"configs.{name}")
+    if not hasattr(module, "get_config"):
+      continue
+    declared = getattr(module, "_VARIANTS", None)
+    if declared is not None:
+      out += [(name, None)] + [(name, v) for v in declared]
+    else:
+      out += [(name, v) for v in getattr(module, "SETTINGS", (None,))]
+  return out
+
+
+@pytest.mark.parametrize("module, variant", _declared_variants())
+def test_every_config_variant_builds(module, variant):
+  config = importlib.import_module(f"configs.{module}").get_config(variant)
+  assert isinstance(config, ml_collections.ConfigDict)
+  assert config.to_json_best_effort()  # serialisable, as config_flags and the runs need
+
+
+def test_rise_config_variants_and_overrides():
+  assert set(rise_config._VARIANTS) == {"quick", *rise_config.PAPER_SETTINGS}
+  paper = {"imagenet-resnet50": ("imagenet", "resnet50", 8000, "top1", 1000),
+           "imagenet-vgg16": ("imagenet", "vgg16", 4000, "top1", 1000),
+           "voc07-vgg16": ("voc", "vgg16", 4000, "true", 20),
+           "voc07-resnet50": ("voc", "resnet50", 8000, "true", 20),
+           "coco14-vgg16": ("coco", "vgg16", 4000, "true", 80),
+           "coco14-resnet50": ("coco", "resnet50", 8000, "true", 80)}
+  for setting, (data, arch, n, classes, num_classes) in paper.items():
+    c = rise_config.get_config(setting)
+    assert (c.data.name, c.explanandum.arch, c.rise.num_masks, c.eval.classes) == (
+        data, arch, n, classes)
+    assert (c.data.image_size, c.data.num_classes) == (224, num_classes)
+    assert (c.rise.grid_size, c.rise.p1, c.explanandum.source) == (7, 0.5, "registry")
+    assert ("pointing" in c.eval.metrics) == (data != "imagenet")
+    rx.check_config(c)
+  c = rise_config.get_config()
+  assert c.experiment == "rise" and c.explanandum.classifier_dir == ""
+  rx.check_config(c)
+  c.data.max_test = 5  # a typed FieldReference: command-line overridable
+  with pytest.raises(TypeError):
+    c.data.max_test = "five"
+  with pytest.raises(ValueError, match="at most one"):
+    rise_config.get_config("quick,voc07-vgg16")
+  with pytest.raises(ValueError, match="variant must be one of"):
+    rise_config.get_config("voc12-vgg16")
+
+
+def test_rise_sweep_grid():
+  points = list(rise_config.sweep())
+  assert len(points) == 9
+  assert {(p["rise.num_masks"], p["rise.grid_size"]) for p in points} == {
+      (n, s) for n in (500, 1000, 2000) for s in (4, 7, 10)}
+  assert all(p["eval.methods"] == ("RISE",) for p in points)
+  full = list(rise_config.sweep("full"))
+  assert len(full) == 18 and {p["rise.p1"] for p in full} == {0.25, 0.5}
+  with pytest.raises(ValueError, match="sweep argument"):
+    list(rise_config.sweep("huge"))
+
+
+# ------------------------------------------------------------------------ paper settings
+
+
+@pytest.fixture(scope="module")
+def mock_root(tmp_path_factory):
+  return tmp_path_factory.mktemp("rise_mock")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(mock_root):
+  """``weights(num_classes)``: an Orbax folder of random TinyCNN variables with that head."""
+  from rise_jax.models import registry
+  from rise_jax.train import checkpoint
+
+  cache = {}
+
+  def weights(num_classes: int) -> str:
+    if num_classes not in cache:
+      module = registry.build("tiny", num_classes=num_classes)
+      variables = module.init(jax.random.key(num_classes), jnp.zeros((1, 64, 64, 3)))
+      cache[num_classes] = checkpoint.save_variables(str(mock_root / f"tiny{num_classes}"),
+                                                     variables)
+    return cache[num_classes]
+
+  return weights
+
+
+@pytest.fixture(scope="module")
+def imagenet_mock(mock_root):
+  """An ImageNet image folder + label file, and the same JPEGs as TFDS ``imagenet2012``."""
+  inet = fx.make_imagenet_folder(str(mock_root / "imagenet"))
+  jpegs = {n: y for n, y in inet["labels"].items() if not n.endswith(".png")}
+  fx.write_tfds(str(mock_root / "tfds"), "imagenet2012", "5.1.0", fx.imagenet_tfds_features(),
+                [{"image": os.path.join(inet["image_dir"], n), "label": y,
+                  "file_name": os.path.basename(n)} for n, y in jpegs.items()])
+  return {**inet, "tfds": str(mock_root / "tfds")}
+
+
+@pytest.fixture(scope="module")
+def voc_mock(mock_root):
+  """A VOCdevkit, and its samples as the TFDS ``voc/2007`` test split."""
+  devkit = fx.make_voc_devkit(str(mock_root / "voc"))
+  fx.write_tfds(str(mock_root / "tfds"), "voc/2007", "5.0.0", fx.voc_tfds_features(),
+                fx.voc_tfds_examples(devkit), split="test")
+  return {**devkit, "tfds": str(mock_root / "tfds")}
+
+
+@pytest.fixture(scope="module")
+def coco_mock(mock_root):
+  """A COCO instances JSON with its images, and the same images as TFDS ``coco/2014``."""
+  from tensorflow_datasets.core.features import BBox
+
+  from rise_jax.data import coco as coco_lib
+
+  pytest.importorskip("pycocotools")
+  coco = fx.make_coco(str(mock_root / "coco"))
+  data = coco["data"]
+  examples = []
+  for info in data["images"]:
+    h, w = info["height"], info["width"]
+    anns = [a for a in data["annotations"] if a["image_id"] == info["id"]]
+    examples.append({
+        "image": os.path.join(coco["image_dir"], info["file_name"]),
+        "image/filename": info["file_name"], "image/id": info["id"],
+        "objects": [{"id": a["id"], "area": int(a["area"]), "is_crowd": bool(a["iscrowd"]),
+                     "label": coco_lib.CATEGORY_IDS.index(a["category_id"]),
+                     "bbox": BBox(ymin=a["bbox"][1] / h, xmin=a["bbox"][0] / w,
+                                  ymax=(a["bbox"][1] + a["bbox"][3]) / h,
+                                  xmax=(a["bbox"][0] + a["bbox"][2]) / w)} for a in anns]})
+  fx.write_tfds(str(mock_root / "tfds"), "coco/2014", "1.1.0", fx.coco_tfds_features(),
+                examples)
+  return {**coco, "tfds": str(mock_root / "tfds")}
+
+
+def _small_step(config, weights: str) -> None:
+  config.progress = False
+  config.explanandum.update(arch="tiny", weights=weights)
+  config.data.update(image_size=64, max_test=2)
+  config.rise.update(num_masks=8, batch_size=8)
+  config.occlusion.update(window=224, stride=224, batch_size=4)
+  config.eval.update(step=1024, batch_size=5, chunk=2, batch_images=2, figure_images=0,
+                     save_maps=2)
+
+
+# setting -> (data source, expected pairs or None: the first 2 examples' labels); 2 images each.
+_SOURCES = {
+    "imagenet-resnet50": ("tfds", 2),  # the top-1 class of each image
+    "imagenet-vgg16": ("folder", 2),
+    "voc07-vgg16": ("tfds", None),  # box ground truth (TFDS reading order)
+    "voc07-resnet50": ("devkit", 3),  # val list: 000005 dog + person, 000007 aeroplane; masks
+    "coco14-vgg16": ("json", 4),  # image 42: person, dog, car; image 73: toothbrush; masks
+    "coco14-resnet50": ("tfds", None),  # box ground truth (TFDS reading order)
+}
+_DEFAULT_SETTINGS = ("imagenet-resnet50", "coco14-vgg16")
+
+
+@pytest.mark.parametrize("setting", [
+    s if s in _DEFAULT_SETTINGS else pytest.param(s, marks=pytest.mark.slow)
+    for s in rise_config.PAPER_SETTINGS])
+def test_paper_setting_runs_one_small_step_on_mock_data(setting, request, tiny_weights,
+                                                        tmp_path):
+  """Two settings run by default (ImageNet via TFDS with the top-1 class and 1000 outputs,
+  COCO via the instances JSON with mask ground truth); the other four (the other loader of
+  each dataset, VOC's boxes) are marked slow."""
+  from rise_jax.data import coco as coco_lib, voc as voc_lib
+
+  config = rise_config.get_config(setting)
+  source, num_pairs = _SOURCES[setting]
+  _small_step(config, tiny_weights(config.data.num_classes))
+  mock = request.getfixturevalue(f"{config.data.name}_mock")
+  if source == "tfds":
+    config.data.data_dir = mock["tfds"]
+  elif source == "folder":
+    config.data.update(image_dir=mock["image_dir"], label_file=mock["label_file"])
+  elif source == "devkit":
+    config.data.update(voc_root=mock["root"], test_split="val", pointing_gt="masks")
+  else:
+    config.data.update(coco_annotations=mock["json"], coco_images=mock["image_dir"])
+  if source == "tfds" and config.data.name == "coco":
+    config.data.pointing_gt = "boxes"
+  if num_pairs is None:
+    lib = voc_lib if config.data.name == "voc" else coco_lib
+    split = "test" if config.data.name == "voc" else "validation"
+    first = list(lib.tfds_examples(split, mock["tfds"]))[:2]
+    num_pairs = int(sum((np.asarray(e["label"]) > 0).sum() for e in first))
+  results = rx.train_and_evaluate(config, str(tmp_path / setting))
+  assert (results["num_images"], results["num_pairs"]) == (2, num_pairs)
+  assert set(results["summary"]) == {"RISE", "Grad-CAM", "Occlusion"}
+  if config.data.name == "imagenet":
+    assert not results["table2"] and results["top1_is_true"] is not None
+  else:
+    assert results["table2"]["centre"]["pairs"] == num_pairs
+    assert all(0 <= results["table2"][m]["all"] <= 100 for m in results["summary"])
+  for m in results["summary"]:
+    assert 0 <= results["table1"][m]["deletion"] <= 1 and 0 <= results["table1"][m]["insertion"]
+    assert len(results["mean_curves"]["deletion"][m]) == 5  # 4096 px / 1024 per step + 1
+  assert os.path.exists(tmp_path / setting / "tables.md")
+
+
+def test_missing_data_paths_say_what_is_needed(tmp_path):
+  config = rise_config.get_config("coco14-vgg16")
+  config.data.update(coco_annotations="x.json")
+  with pytest.raises(ValueError, match="go together"):
+    rx.iter_test_batches(config)
+  config = rise_config.get_config("voc07-vgg16")
+  config.data.update(pointing_gt="masks", data_dir=str(tmp_path))
+  with pytest.raises((ValueError, FileNotFoundError)):
+    rx.iter_test_batches(config)
+  config = rise_config.get_config("imagenet-vgg16")
+  config.data.update(data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="imagenet2012"):
+    rx.iter_test_batches(config)
+  config.data.update(image_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="go together"):
+    rx.iter_test_batches(config)
+  np.testing.assert_array_equal(rx.box_masks(np.zeros((0, 4)), [], 2, 3), False)
