@@ -1,5 +1,7 @@
-"""Every config of ``configs/`` builds; every paper setting of ``configs/rise.py`` runs one small
-step on mock data in each dataset's real on-disk format.
+"""Every config of ``configs/`` builds; every paper setting of ``configs/rise.py``,
+``configs/iassa.py`` (``coco``) and ``configs/explainer_paper.py`` runs one small step on mock data
+in each dataset's real on-disk format (explainer ``voc-vgg16``: in
+``tests/test_explainer_experiment.py``).
 
 "One small step" of a paper setting: the variant's config unchanged except (a) the registry
 architecture (ResNet50 / VGG16) replaced by ``tiny`` (TinyCNN, 64-px input, random weights with
@@ -13,12 +15,18 @@ paper size, i.e. the whole 64-px image), deletion/insertion in 4 steps (``eval.s
 All three methods and all the variant's metrics then run through the real loaders,
 preprocessing, pair selection (top-1 for ImageNet, true classes for VOC/COCO), scoring and
 tables (no figures: ``tests/test_rise_experiment.py`` covers them).
+
+The IASSA and Explainer settings get the same TinyCNN / mock-data substitution (IASSA: 2 of its
+iterations at the paper's unscaled 45 / 8 windows, attention on TinyCNN's three stages; the
+Explainer: one training step of 2 TFDS images, 8 RISE masks) and run through
+``iassa_experiment.train_and_evaluate`` / ``explainer.experiment.train_and_evaluate``.
 """
 
 from __future__ import annotations
 
 import glob
 import importlib
+import json
 import os
 
 import jax
@@ -144,16 +152,18 @@ def imagenet_mock(mock_root):
 
 @pytest.fixture(scope="module")
 def voc_mock(mock_root):
-  """A VOCdevkit, and its samples as the TFDS ``voc/2007`` test split."""
+  """A VOCdevkit, and its samples as each TFDS ``voc/2007`` split (the Explainer trains on
+  ``train`` / ``validation``)."""
   devkit = fx.make_voc_devkit(str(mock_root / "voc"))
   fx.write_tfds(str(mock_root / "tfds"), "voc/2007", "5.0.0", fx.voc_tfds_features(),
-                fx.voc_tfds_examples(devkit), split="test")
+                fx.voc_tfds_examples(devkit), split=("train", "validation", "test"))
   return {**devkit, "tfds": str(mock_root / "tfds")}
 
 
 @pytest.fixture(scope="module")
 def coco_mock(mock_root):
-  """A COCO instances JSON with its images, and the same images as TFDS ``coco/2014``."""
+  """A COCO instances JSON with its images, and the same images as the TFDS ``coco/2014``
+  ``validation`` (and, for the Explainer, ``train``) split."""
   from tensorflow_datasets.core.features import BBox
 
   from rise_jax.data import coco as coco_lib
@@ -174,7 +184,7 @@ def coco_mock(mock_root):
                                   ymax=(a["bbox"][1] + a["bbox"][3]) / h,
                                   xmax=(a["bbox"][0] + a["bbox"][2]) / w)} for a in anns]})
   fx.write_tfds(str(mock_root / "tfds"), "coco/2014", "1.1.0", fx.coco_tfds_features(),
-                examples)
+                examples, split=("train", "validation"))
   return {**coco, "tfds": str(mock_root / "tfds")}
 
 
@@ -241,6 +251,139 @@ def test_paper_setting_runs_one_small_step_on_mock_data(setting, request, tiny_w
     assert 0 <= results["table1"][m]["deletion"] <= 1 and 0 <= results["table1"][m]["insertion"]
     assert len(results["mean_curves"]["deletion"][m]) == 5  # 4096 px / 1024 per step + 1
   assert os.path.exists(tmp_path / setting / "tables.md")
+
+
+# Explainer (configs/explainer_paper.py) and IASSA (configs/iassa.py:coco) paper settings.
+# explainer voc-vgg16 runs in tests/test_explainer_experiment.py::test_paper_config_runs_on_mock_voc
+# (TFDS voc/2007 train/validation, VOCdevkit val list); here voc-resnet50 takes the devkit's
+# trainval list instead.
+_OTHER_SETTINGS = ("iassa:coco", "explainer_paper:coco-vgg16", "explainer_paper:voc-resnet50",
+                   "explainer_paper:coco-resnet50")
+_OTHER_DEFAULT = "iassa:coco"
+
+
+def _coco_pairs(coco: dict) -> list[tuple[int, int]]:
+  """(image index, class index) of every class present in the mock COCO JSON, file order."""
+  from rise_jax.data import coco as coco_lib
+
+  data = coco["data"]
+  return [(i, c) for i, info in enumerate(data["images"])
+          for c in sorted({coco_lib.CATEGORY_IDS.index(a["category_id"])
+                           for a in data["annotations"] if a["image_id"] == info["id"]})]
+
+
+def _run_iassa_coco(config, weights: str, coco: dict, workdir) -> None:
+  """IASSA Table 1 on the COCO instances JSON: every image, all present classes."""
+  import csv
+
+  from rise_jax import iassa_experiment as ie
+
+  config.progress = False
+  config.explanandum.update(arch="tiny", weights=weights)
+  config.data.update(image_size=64, coco_annotations=coco["json"],
+                     coco_images=coco["image_dir"])
+  config.rise.update(num_masks=8, batch_size=8)
+  # The paper's unscaled 45 / 8 windows on the 64-px image (3 x 3 windows); TinyCNN has three
+  # stages, not ResNet50's four.
+  config.iassa.update(max_iters=2, record=(1, 2), batch_size=16, scale=1.0,
+                      stages=("stage1", "stage2", "stage3"))
+  config.eval.update(step=1024, batch_size=8, chunk=4, figure_pairs=0)
+  results = ie.train_and_evaluate(config, str(workdir))
+
+  pairs = _coco_pairs(coco)  # 42: person, car, dog (crowd + not); 73: toothbrush; 99: none
+  assert len(pairs) == 4
+  assert (results["num_images"], results["num_pairs"]) == (2, len(pairs))
+  rows = ["RISE"] + [f"IASSA mix={m} k={k}" for m in ("paper", "code") for k in (1, 2)]
+  for level in ("image", "pixel"):
+    assert list(results["table"][level]) == rows
+    for row in rows:
+      for metric in ie.METRICS:
+        v = results["table"][level][row][metric]
+        assert np.isfinite(v) and v >= 0, (level, row, metric, v)
+        if level == "image":
+          assert v <= 1, (row, metric, v)
+  assert set(results["vs_rise"]) == set(rows[1:])
+  s = results["settings"]
+  assert (s["dataset"], s["image_size"], s["step"]) == ("coco", 64, 1024)
+  assert (s["iassa"]["window"], s["iassa"]["stride"]) == (45, 8)
+  assert all(1 <= r["iterations_mean"] <= 2 and r["windows_per_pair"] > 0
+             for r in results["iassa_runs"].values())
+  assert results["explanandum"] == {"source": "registry", "arch": "tiny", "weights": weights}
+  assert len(results["class_names"]) == 80
+  with open(workdir / "results.json") as f:
+    assert json.load(f)["num_pairs"] == len(pairs)
+  assert "| IASSA mix=code k=2 |" in (workdir / "tables.md").read_text()
+  with open(workdir / "pairs.csv") as f:
+    got = list(csv.DictReader(f))
+  assert len(got) == len(rows) * len(pairs)
+  assert sorted({(int(r["image"]), int(r["class"])) for r in got}) == pairs
+  assert not os.path.exists(workdir / "iassa_maps.png")  # eval.figure_pairs=0
+
+
+def _run_explainer(config, weights: str, mock: dict, workdir) -> None:
+  """The Explainer trained for one step (2 TFDS train images, batch 2), then Table 2 and the
+  class-specific table of the Explainer, RISE and Grad-CAM on the segmentation test split."""
+  from rise_jax.explainer import experiment as ex
+
+  config.progress = False
+  config.explanandum.update(arch="tiny", weights=weights)
+  config.data.update(image_size=64, max_train=2, max_val=2, data_dir=mock["tfds"])
+  if config.data.name == "coco":
+    config.data.update(coco_annotations=mock["json"], coco_images=mock["image_dir"])
+    num_images = len({i for i, _ in _coco_pairs(mock)})  # 42 and 73; 99 has no class
+  else:
+    config.data.update(voc_root=mock["root"], test_split="trainval")
+    num_images = len(mock["splits"]["trainval"])  # 000005, 000007, 000009: all with classes
+  config.explainer.update(epochs=1, batch_size=2, width=8)
+  config.eval.update(batch_size=4, figure_images=0)
+  config.eval.rise.update(num_masks=8, batch_size=8)
+  results = ex.train_and_evaluate(config, str(workdir))
+
+  assert results["num_images"] == num_images
+  methods = {"Explainer", "RISE", "Grad-CAM"}
+  assert set(results["table2"]) == methods | {"0", "0.5", "1", "G.T."}
+  for name, row in results["table2"].items():
+    assert all(0 <= row[k] <= 1 for k in ("acc", "iou", "mae")), (name, row)
+    assert np.isfinite(row["sal"]), (name, row)
+  assert results["table2"]["0.5"]["mae"] == pytest.approx(0.5)
+  assert results["table2"]["G.T."]["acc"] == pytest.approx(1.0)
+  c = config.data.num_classes
+  assert set(results["class_specific"]) == methods
+  for name, cs in results["class_specific"].items():
+    table = np.asarray(cs["table"], np.float64)
+    assert table.shape == (c, c + 1), name
+    seen = table[~np.isnan(table)]
+    assert seen.size and np.all((seen >= 0) & (seen <= 1)), name
+    assert 0 <= cs["diagonal_mean"] <= 1, name
+  assert set(results["seconds_per_image"]) == methods
+  history = results["explainer_training"]["history"]
+  assert [h["epoch"] for h in history] == [1] and results["explainer_training"]["best_epoch"] == 1
+  assert np.isfinite(history[0]["train_loss"]) and np.isfinite(history[0]["val_loss"])
+  assert results["figures"] == []
+  with open(workdir / "results.json") as f:
+    assert json.load(f)["num_images"] == num_images
+  md = (workdir / "tables.md").read_text()
+  assert "| Explainer |" in md and "Class-specific masking, Grad-CAM" in md
+
+
+@pytest.mark.parametrize("name", [
+    n if n == _OTHER_DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+    for n in _OTHER_SETTINGS])
+def test_other_paper_settings_run_one_small_step_on_mock_data(name, request, tiny_weights,
+                                                               tmp_path):
+  """IASSA's COCO setting runs by default (registry explanandum, COCO instances JSON, both
+  mixes); the Explainer's other settings (TFDS ``coco/2014`` or ``voc/2007`` train/validation,
+  JSON or VOCdevkit test split) are marked slow. TinyCNN replaces ResNet50 / VGG16 as in
+  :func:`test_paper_setting_runs_one_small_step_on_mock_data`."""
+  module, setting = name.split(":")
+  config = importlib.import_module(f"configs.{module}").get_config(setting)
+  weights = tiny_weights(config.data.num_classes)
+  mock = request.getfixturevalue(f"{config.data.name}_mock")
+  workdir = tmp_path / setting
+  if module == "iassa":
+    _run_iassa_coco(config, weights, mock, workdir)
+  else:
+    _run_explainer(config, weights, mock, workdir)
 
 
 def test_missing_data_paths_say_what_is_needed(tmp_path):

@@ -237,7 +237,7 @@ def load_splits(config) -> tuple[dict, dict, dict]:
     return _synthetic_splits(config)
   from rise_jax.data import loaders
 
-  return loaders.explainer_splits(config.data)
+  return loaders.explainer_splits(config.data, progress=config.get("progress", True))
 
 
 def coefficients(config) -> losses.Coefficients:
