@@ -40,8 +40,7 @@ def test_saved_without_outputs():
   assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def _execute(tmp_path_factory):
   """The notebook executed top to bottom, and its results dict."""
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")
@@ -63,8 +62,7 @@ def executed(tmp_path_factory):
   return nb, _results(nb)
 
 
-@pytest.mark.slow
-def test_runs_without_errors_and_draws_figures(executed):
+def _check_runs_without_errors_and_draws_figures(executed):
   nb, _ = executed
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
   assert not [o for o in outputs if o.output_type == "error"]
@@ -72,8 +70,7 @@ def test_runs_without_errors_and_draws_figures(executed):
   assert len(pngs) >= 4  # photo overlay, causal curves, caption words, all methods
 
 
-@pytest.mark.slow
-def test_photo_is_a_cat_and_rise_points_at_it(executed):
+def _check_photo_is_a_cat_and_rise_points_at_it(executed):
   _, res = executed
   from rise_jax.models import registry
 
@@ -92,8 +89,7 @@ def test_photo_is_a_cat_and_rise_points_at_it(executed):
   assert 32 <= y < 192 and 32 <= x < 192, (y, x)
 
 
-@pytest.mark.slow
-def test_every_method_gives_a_finite_map(executed):
+def _check_every_method_gives_a_finite_map(executed):
   _, res = executed
   syn = res["synthetic"]
   assert syn["test_map"] > 0.6  # the few-second classifier learned the shapes
@@ -105,8 +101,7 @@ def test_every_method_gives_a_finite_map(executed):
     assert 0.0 <= m["deletion_auc"] <= 1.0 and 0.0 <= m["insertion_auc"] <= 1.0, name
 
 
-@pytest.mark.slow
-def test_rise_on_the_synthetic_scene_passes_the_causal_metrics(executed):
+def _check_rise_on_the_synthetic_scene_passes_the_causal_metrics(executed):
   _, res = executed
   rise = res["synthetic"]["maps"]["RISE"]
   assert res["curve_points"] == SYNTHETIC_SIZE + 1  # one row of pixels per step
@@ -120,3 +115,12 @@ def test_rise_on_the_synthetic_scene_passes_the_causal_metrics(executed):
   assert res["deletion_auc"] < res["insertion_auc"]
   assert rise["object_minus_rest"] > 0
   assert rise["object_minus_other_objects"] > 0
+
+
+def test_notebook_executes_and_its_results_hold(tmp_path_factory):
+  """One test (one kernel run, also under pytest-xdist) that runs every check above."""
+  executed = _execute(tmp_path_factory)
+  _check_runs_without_errors_and_draws_figures(executed)
+  _check_photo_is_a_cat_and_rise_points_at_it(executed)
+  _check_every_method_gives_a_finite_map(executed)
+  _check_rise_on_the_synthetic_scene_passes_the_causal_metrics(executed)
