@@ -84,10 +84,10 @@ def test_score_methods_leaves_out_images_without_a_class():
 
 def test_coefficients_preset_with_overrides():
   config = explainer_config.get_config()
-  assert experiment.coefficients(config) == experiment.losses.preset("voc-resnet50")
+  assert experiment.coefficients(config) == experiment.losses.preset("voc-vgg16")
   config.explainer.coefficients.le = 7.0
   got = experiment.coefficients(config)
-  assert got.le == 7.0 and got.ltv == experiment.losses.preset("voc-resnet50").ltv
+  assert got.le == 7.0 and got.ltv == experiment.losses.preset("voc-vgg16").ltv
   config.explainer.coefficients.le = -1.0
   with pytest.raises(ValueError, match="le"):
     experiment.coefficients(config)
