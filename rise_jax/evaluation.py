@@ -65,7 +65,7 @@ class Results:
             "pointing": self.pointing}
 
   def to_json(self, path: str | None = None) -> str:
-    text = json.dumps(self.to_dict(), indent=2, default=_jsonable)
+    text = json.dumps(self.to_dict(), indent=2, default=to_jsonable)
     if path:
       with open(path, "w") as f:
         f.write(text + "\n")
@@ -85,7 +85,8 @@ class Results:
     return summary_markdown([self])
 
 
-def _jsonable(v):
+def to_jsonable(v):
+  """``json.dumps`` ``default=`` hook for NumPy scalars and arrays."""
   if isinstance(v, np.generic):
     return v.item()
   if isinstance(v, np.ndarray):

@@ -447,13 +447,8 @@ def _explanandum(config, workdir: str) -> tuple[Callable, Any, list[str] | None,
   if e.source == "registry":
     from rise_jax.models import registry
 
-    if not e.arch:
-      raise ValueError("explanandum.arch must name a registry architecture (e.g. 'resnet50')")
-    size = registry.spec(e.arch).input_size
-    if size != d.image_size:
-      raise ValueError(f"data.image_size must be the architecture's input size {size} for "
-                       f"{e.arch!r}, got {d.image_size}")
-    clf = registry.load(e.arch, e.weights or None, num_classes=d.num_classes)
+    clf = registry.load_explanandum(e.arch, e.weights, image_size=d.image_size,
+                                    num_classes=d.num_classes)
     return clf.module.apply, clf.variables, None, {"source": "registry", "arch": e.arch,
                                                     "weights": e.weights}
   raise ValueError(f"explanandum.source must be 'train' or 'registry', got {e.source!r}")

@@ -259,13 +259,8 @@ def load_explanandum(config, workdir: str) -> tuple[Callable, Any, list[str] | N
             {"source": "train", "classifier_dir": folder, "test_map": test_map})
   from rise_jax.models import registry
 
-  if not e.arch:
-    raise ValueError("explanandum.arch must name a registry architecture (e.g. 'resnet50')")
-  size = registry.spec(e.arch).input_size
-  if size != d.image_size:
-    raise ValueError(f"data.image_size must be the architecture's input size {size} for "
-                     f"{e.arch!r}, got {d.image_size}")
-  clf = registry.load(e.arch, e.weights or None, num_classes=d.num_classes)
+  clf = registry.load_explanandum(e.arch, e.weights, image_size=d.image_size,
+                                 num_classes=d.num_classes)
   names = list(clf.class_names) if clf.class_names else None
   return clf.module.apply, clf.variables, names, {"source": "registry", "arch": e.arch,
                                                    "weights": e.weights}
@@ -735,12 +730,7 @@ def _assemble(config, results_objs, curves, st, clf_info, class_names, times, nu
 # --------------------------------------------------------------------------------- outputs
 
 
-def _jsonable(v):
-  if isinstance(v, np.generic):
-    return v.item()
-  if isinstance(v, np.ndarray):
-    return v.tolist()
-  raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+_jsonable = evaluation.to_jsonable
 
 
 def _fmt(v, digits: int = 4) -> str:

@@ -231,3 +231,28 @@ def imagenet_class_names() -> list[str] | None:
     return None
   with open(path) as f:
     return [line.strip() for line in f if line.strip()]
+
+
+def load_explanandum(arch: str, weights: str | None, *, image_size: int,
+                     num_classes: int) -> Classifier:
+  """:func:`load` for an experiment config's ``explanandum`` section, with its checks.
+
+  Args:
+    arch: Registry architecture name (must be non-empty).
+    weights: Orbax folder of the (fine-tuned) weights; empty or ``None``: the cache folder.
+    image_size: The config's ``data.image_size``; must be the architecture's input size.
+    num_classes: The dataset's class count (the head size of the weights).
+
+  Returns:
+    A :class:`Classifier`.
+
+  Raises:
+    ValueError: For an empty ``arch`` or a mismatched ``image_size``.
+  """
+  if not arch:
+    raise ValueError("explanandum.arch must name a registry architecture (e.g. 'resnet50')")
+  size = spec(arch).input_size
+  if size != image_size:
+    raise ValueError(f"data.image_size must be the architecture's input size {size} for "
+                     f"{arch!r}, got {image_size}")
+  return load(arch, weights or None, num_classes=num_classes)
