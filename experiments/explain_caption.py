@@ -13,27 +13,14 @@ config's ``workdir``) and prints ``tables.md``. A rerun with an unchanged config
 saved results.
 """
 
-import pathlib
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import _cli
 from rise_jax import caption_experiment
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "caption.py"),
-    "Captioning experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: the config's workdir).")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or config.workdir
-  caption_experiment.train_and_evaluate(config, workdir)
-  print((pathlib.Path(workdir) / "tables.md").read_text())
-
+_CONFIG, _WORKDIR = _cli.define_flags("caption.py", "Captioning experiment config.")
+# A lambda, so that a patched caption_experiment.train_and_evaluate is the one called.
+main = _cli.tables_main(_CONFIG, _WORKDIR, lambda c, w: caption_experiment.train_and_evaluate(c, w))
 
 if __name__ == "__main__":
   app.run(main)

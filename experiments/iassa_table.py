@@ -10,26 +10,14 @@ Paper setting: ``--config=configs/iassa.py:coco`` with ``--config.explanandum.we
 and ``iassa_maps.png`` under the workdir.
 """
 
-import pathlib
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import _cli
 from rise_jax import iassa_experiment
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "iassa.py"),
-    "IASSA evaluation config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: the config's workdir).")
-
-
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or config.workdir
-  iassa_experiment.train_and_evaluate(config, workdir)
-  print((pathlib.Path(workdir) / "tables.md").read_text())
-
+_CONFIG, _WORKDIR = _cli.define_flags("iassa.py", "IASSA evaluation config.")
+# A lambda, so that a patched iassa_experiment.train_and_evaluate is the one called.
+main = _cli.tables_main(_CONFIG, _WORKDIR, lambda c, w: iassa_experiment.train_and_evaluate(c, w))
 
 if __name__ == "__main__":
   app.run(main)

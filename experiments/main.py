@@ -4,16 +4,12 @@ python -m experiments.main [--config=configs/default.py[:quick]] [--workdir=DIR]
     [--config.stages=classifier,rise] [--config.rise.rise.num_masks=2000]
 """
 
-import pathlib
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import _cli
 from rise_jax import main_job
 
-_DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "default.py"
-_CONFIG = config_flags.DEFINE_config_file("config", str(_DEFAULT_CONFIG), "Main job config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: the config's workdir).")
+_CONFIG, _WORKDIR = _cli.define_flags("default.py", "Main job config.")
 
 
 def main(argv: list[str]) -> None:

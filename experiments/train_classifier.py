@@ -3,17 +3,12 @@
 python -m experiments.train_classifier [--config=configs/classifier.py:quick] [--workdir=DIR]
 """
 
-import pathlib
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import _cli
 from rise_jax.train import classifier
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "classifier.py"),
-    "Classifier training config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: the config's workdir).")
+_CONFIG, _WORKDIR = _cli.define_flags("classifier.py", "Classifier training config.")
 
 
 def main(argv):

@@ -8,26 +8,14 @@ Paper settings: ``--config=configs/explainer_paper.py:voc-vgg16`` (or ``voc-resn
 ``--config.data.data_dir=DIR``. A rerun resumes the Explainer and reuses finished stages.
 """
 
-import pathlib
+from absl import app
 
-from absl import app, flags
-from ml_collections import config_flags
-
+from experiments import _cli
 from rise_jax.explainer import experiment
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "explainer.py"),
-    "Explainer experiment config.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: the config's workdir).")
-
-
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or config.workdir
-  experiment.train_and_evaluate(config, workdir)
-  print((pathlib.Path(workdir) / "tables.md").read_text())
-
+_CONFIG, _WORKDIR = _cli.define_flags("explainer.py", "Explainer experiment config.")
+# A lambda, so that a patched experiment.train_and_evaluate is the one called.
+main = _cli.tables_main(_CONFIG, _WORKDIR, lambda c, w: experiment.train_and_evaluate(c, w))
 
 if __name__ == "__main__":
   app.run(main)
