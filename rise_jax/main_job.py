@@ -76,7 +76,8 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
   Raises:
     ValueError: For an unknown stage name, or a stage listed before a stage it needs.
   """
-  stages = tuple(config.stages)
+  # "--config.stages=classifier,rise" arrives as ("classifier,rise",): split the entries.
+  stages = tuple(s.strip() for entry in config.stages for s in str(entry).split(",") if s.strip())
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"stages must be a subset of {STAGES}, got unknown {unknown}")

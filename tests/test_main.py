@@ -75,6 +75,8 @@ def test_stage_configs_share_the_classifier_and_reject_bad_stages(tmp_path):
     assert e.classifier_dir == str(tmp_path / "classifier")
     assert e.classifier.to_dict() == config.classifier.to_dict()
     assert configs[name].workdir == str(tmp_path / name)
+  config.stages = ("classifier,rise",)  # how --config.stages=classifier,rise arrives
+  assert tuple(main_job.stage_configs(config, str(tmp_path))) == ("classifier", "rise")
   config.stages = ("classifier", "lime")
   with pytest.raises(ValueError, match="unknown \\['lime'\\]"):
     main_job.stage_configs(config, str(tmp_path))
