@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) over the public API: random shapes and parameter values
-give either a valid result or a clear ``ValueError`` / ``TypeError`` naming the argument, never a crash inside
-XLA or a silent NaN."""
+give either a valid result or a clear ``ValueError`` / ``TypeError`` naming the argument, never
+a crash inside XLA or a silent NaN."""
 
 import jax
 import jax.numpy as jnp
