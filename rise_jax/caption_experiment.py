@@ -49,13 +49,12 @@ import numpy as np
 import tqdm
 
 import rise_jax
-from rise_jax import caption as caption_lib, viz
+from rise_jax import caption as caption_lib, fingerprint as fingerprint_lib, viz
 from rise_jax.data import captions, synthetic
 from rise_jax.metrics import pointing
 from rise_jax.models import captioner as captioner_lib
 from rise_jax.train import captioner as train_lib
 
-FINGERPRINT_EXCLUDE = ("progress", "workdir")
 SLOT_GROUPS = ("leftmost", "other_present", "absent")
 _SLOT_LABELS = {"leftmost": "leftmost (the caption's first noun)",
                 "other_present": "other present shapes", "absent": "absent from the scene"}
@@ -75,12 +74,9 @@ def config_fingerprint(config) -> dict:
     config: A ``configs/caption.py`` config.
 
   Returns:
-    ``config.to_dict()`` JSON-normalised, without :data:`FINGERPRINT_EXCLUDE`.
+    :func:`rise_jax.fingerprint.config_fingerprint`'s dict (no ``progress``/``workdir``).
   """
-  d = config.to_dict()
-  for k in FINGERPRINT_EXCLUDE:
-    d.pop(k, None)
-  return _jsonable(d)
+  return fingerprint_lib.config_fingerprint(config)[0]
 
 
 def captioner_fingerprint(config) -> dict:

@@ -50,16 +50,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from rise_jax.fingerprint import config_fingerprint
+
 STAGES = ("classifier", "rise", "explainer", "segmentation_rise", "iassa", "caption")
 _NEEDS_EXPLAINER = ("segmentation_rise",)
-
-
-def _jsonable(config: ml_collections.ConfigDict) -> dict:
-  """The config as plain JSON, without the entries that do not change results."""
-  d = json.loads(config.to_json_best_effort())
-  for k in ("progress", "workdir"):
-    d.pop(k, None)
-  return d
 
 
 def stage_configs(config: ml_collections.ConfigDict, workdir: str
@@ -112,12 +106,12 @@ def _stage_cached(folder: str, config: ml_collections.ConfigDict) -> dict | None
       results = json.load(f)
   except (FileNotFoundError, json.JSONDecodeError):
     return None
-  return results if saved.get("config") == _jsonable(config) else None
+  return results if saved.get("config") == config_fingerprint(config)[0] else None
 
 
 def _mark_done(folder: str, config: ml_collections.ConfigDict, seconds: float) -> None:
   with open(os.path.join(folder, "stage.json"), "w") as f:
-    json.dump({"config": _jsonable(config), "seconds": seconds}, f, indent=2)
+    json.dump({"config": config_fingerprint(config)[0], "seconds": seconds}, f, indent=2)
 
 
 # ----------------------------------------------------------------------------------------------

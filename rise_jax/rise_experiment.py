@@ -66,7 +66,6 @@ fingerprint returns the stored results without loading anything or recomputing (
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import json
 import math
@@ -81,6 +80,7 @@ import numpy as np
 import tqdm
 
 from rise_jax import evaluation
+from rise_jax.fingerprint import config_fingerprint  # noqa: F401 (part of this module's API)
 from rise_jax.metrics import causal, pointing
 
 METHODS = ("RISE", "Grad-CAM", "Occlusion")
@@ -106,7 +106,6 @@ TORCHRAY_TABLE2 = {"RISE VGG16": {"voc": 86.9, "coco": 50.8},
                    "RISE ResNet50": {"voc": 86.4, "coco": 54.7},
                    "centre": {"voc": 69.6, "coco": 27.8}}
 
-_FINGERPRINT_SKIP = ("progress", "workdir")
 _CLASSIFIERS: dict[tuple[str, str], tuple] = {}  # trained classifiers loaded in this process
 _BLACK_BOXES: dict[tuple, tuple] = {}  # (apply_fn, id(variables), output) -> (variables, fn)
 
@@ -149,22 +148,6 @@ def scaled_settings(image_size: int, *, paper_size: int = PAPER_SIZE, window: in
           "stride": max(_round_half_up(stride * s), 1),
           "tolerance": float(tolerance * s),
           "step": int(step) if step is not None else max(_round_half_up(PAPER_SIZE * s), 1)}
-
-
-def _strip(d: Any) -> Any:
-  if isinstance(d, dict):
-    return {k: _strip(v) for k, v in d.items() if k not in _FINGERPRINT_SKIP}
-  if isinstance(d, list | tuple):
-    return [_strip(v) for v in d]
-  return d
-
-
-def config_fingerprint(config) -> tuple[dict, str]:
-  """The config as a JSON-able dict without ``progress``/``workdir`` (at any depth), and the
-  SHA-256 of its sorted JSON: two configs with the same fingerprint give the same results."""
-  d = _strip(config.to_dict() if hasattr(config, "to_dict") else dict(config))
-  text = json.dumps(d, sort_keys=True, default=str)
-  return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
 
 
 def _is_int(v) -> bool:
