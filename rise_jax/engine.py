@@ -52,6 +52,63 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
+def shard_batch(array: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A global array from a host array, its leading axis sharded over ``mesh``.
+
+  Works unchanged when ``mesh`` spans several processes (``jax.distributed``): every process
+  holds the same ``array`` and fills only the rows of its own devices.
+
+  Args:
+    array: [B, ...] host array, identical on every process; ``B`` a multiple of ``mesh.size``.
+    mesh: 1-D mesh with axis ``"batch"``.
+
+  Returns:
+    A ``jax.Array`` of shape [B, ...] sharded ``PartitionSpec("batch")``.
+  """
+  array = np.asarray(array)
+  return jax.make_array_from_callback(array.shape, batch_sharding(mesh),
+                                      lambda index: array[index])
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Every leaf of ``tree`` replicated over ``mesh`` (typed PRNG keys included).
+
+  Args:
+    tree: Pytree of arrays, identical on every process (parameters, optimiser state, keys).
+    mesh: The mesh to replicate over (possibly spanning several processes).
+
+  Returns:
+    The same tree of ``jax.Array`` s with a replicated ``NamedSharding``.
+  """
+  sharding = replicated(mesh)
+
+  def put(leaf):
+    if jnp.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+      data = np.asarray(jax.random.key_data(leaf))
+      data = jax.make_array_from_callback(data.shape, sharding, lambda index: data[index])
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    value = np.asarray(leaf)
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+  return jax.tree.map(put, tree)
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """One host NumPy array of a (possibly multi-process) replicated or sharded array.
+
+  Args:
+    array: A ``jax.Array``; when it is not fully addressable (its shards live on other
+      processes too), every process must call this (it is a collective).
+
+  Returns:
+    The whole array as ``np.ndarray`` on every process.
+  """
+  if getattr(array, "is_fully_addressable", True):
+    return np.asarray(array)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
 def device_batch_size(batch_size: int, mesh: Mesh) -> int:
   """``batch_size`` rounded up to a multiple of the number of devices in ``mesh``."""
   n = mesh.size

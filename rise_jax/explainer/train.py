@@ -30,7 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+from jax.sharding import Mesh
 
+from rise_jax import engine
 from rise_jax.explainer.losses import (
   Coefficients,
   aggregate_masks,
@@ -117,22 +119,36 @@ def _explain(module: nn.Module, variables: Any, images: jax.Array) -> jax.Array:
   return jax.nn.sigmoid(_mask_logits(module, variables, images)[0])
 
 
-def explain(module: nn.Module, variables: Any, images: Any) -> jax.Array:
+def explain(module: nn.Module, variables: Any, images: Any, mesh: Mesh | None = None
+            ) -> jax.Array:
   """All class masks of a batch in one forward pass (eval mode), jitted per module.
 
   Args:
     module: The Explainer (:func:`create_explainer`).
     variables: Its variables ``{"params", "batch_stats"}``.
     images: float32[B, H, W, 3] images, normalised as the explanandum expects.
+    mesh: Optional 1-D mesh with axis ``"batch"`` (:func:`rise_jax.batch_mesh`, or one over
+      ``jax.devices()`` of several processes): the batch is padded to a multiple of its size and
+      sharded over it, the variables replicated. Eval mode treats images independently, so the
+      masks do not depend on the mesh.
 
   Returns:
-    float32[B, C, H, W] masks ``sigmoid(E(x))`` in ``[0, 1]``.
+    float32[B, C, H, W] masks ``sigmoid(E(x))`` in ``[0, 1]`` (a host-addressable array when
+    ``mesh`` spans several processes: every process gets all masks).
 
   Raises:
     ValueError: For images that are not [B, H, W, 3].
   """
   _check_images(images)
-  return _explain(module, variables, jnp.asarray(images, jnp.float32))
+  if mesh is None:
+    return _explain(module, variables, jnp.asarray(images, jnp.float32))
+  x = np.asarray(images, np.float32)
+  b = x.shape[0]
+  pad = -b % mesh.size
+  if pad:
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
+  out = _explain(module, engine.replicate(variables, mesh), engine.shard_batch(x, mesh))
+  return jnp.asarray(engine.to_host(out)[:b])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,7 +281,7 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
                     val: dict, *, coeffs: Coefficients, epochs: int, batch_size: int,
                     learning_rate: float | None = None, seed: int = 0, patience: int = 3,
                     workdir: str | None = None, module: nn.Module | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, mesh: Mesh | None = None) -> dict:
   """Trains an Explainer for a frozen classifier with Adam and early stopping.
 
   Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
@@ -292,6 +308,14 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
       ``None`` trains in memory.
     module: The Explainer; default ``create_explainer(C)``. Its ``num_classes`` must be ``C``.
     progress: Show a progress bar.
+    mesh: Optional 1-D mesh with axis ``"batch"`` for data-parallel training: each training
+      batch (and each validation batch whose size it divides) is sharded over it, the state and
+      the frozen explanandum replicated; gradients and BN statistics are reduced over the
+      whole global batch, so the run follows the single-device one (up to float summation
+      order). A mesh over ``jax.devices()`` after ``jax.distributed.initialize`` trains across
+      processes: every process runs this function on the same data and takes its own rows of
+      each batch (see ``experiments/README.md``). ``batch_size`` must be a multiple of
+      ``mesh.size``.
 
   Returns:
     ``{"variables": Explainer variables of the epoch with the lowest validation loss,
@@ -320,6 +344,9 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
   if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
     raise ValueError(f"batch_size must be an integer in [1, {n}] (the number of training "
                      f"examples), got {batch_size!r}")
+  if mesh is not None and batch_size % mesh.size:
+    raise ValueError(f"batch_size must be a multiple of the number of devices in mesh "
+                     f"({mesh.size}) for data-parallel training, got {batch_size}")
   lr = coeffs.lr if learning_rate is None else learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
     raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
@@ -355,7 +382,7 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
     total, sums = 0.0, {}
     for i in range(0, x_va.shape[0], batch_size):
       xv, yv = x_va[i:i + batch_size], y_va[i:i + batch_size]
-      loss, terms = eval_step(variables, frozen, xv, yv)
+      loss, terms = eval_step(variables, frozen, *place(xv, yv))
       k = xv.shape[0]
       total += float(loss) * k
       for name, v in terms.items():
@@ -363,8 +390,22 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
     count = x_va.shape[0]
     return total / count, {name: v / count for name, v in sums.items()}
 
+  if mesh is not None:
+    frozen = engine.replicate(frozen, mesh)
+    x_tr, y_tr, x_va, y_va = (np.asarray(a) for a in (x_tr, y_tr, x_va, y_va))
+
+  def place(x, y):
+    """A batch as the steps take it: sharded over the mesh when it divides evenly."""
+    if mesh is None:
+      return x, y
+    if x.shape[0] % mesh.size:
+      return tuple(engine.replicate(a, mesh) for a in (x, y))
+    return engine.shard_batch(x, mesh), engine.shard_batch(y, mesh)
+
   latest, best, state, history, hist_path = checkpoint.open_run(
       workdir, state, best_metric="val_loss", best_mode="min")
+  if mesh is not None:
+    state = engine.replicate(state, mesh)
   best_state, best_loss = checkpoint.best_so_far(best, state, history, "val_loss", "min")
   stopped_early = _epochs_since_best(history) >= patience
 
@@ -376,13 +417,18 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
       break
     ekey = jax.random.fold_in(key, epoch)
     perm = jax.random.permutation(ekey, n)
+    if mesh is not None:
+      perm = np.asarray(perm)
     losses = []
     for s in range(steps_per_epoch):
       idx = perm[s * batch_size:(s + 1) * batch_size]
-      state, loss, _ = train_step(state, frozen, x_tr[idx], y_tr[idx],
-                                  jax.random.fold_in(ekey, s))
+      rng = jax.random.fold_in(ekey, s)
+      state, loss, _ = train_step(state, frozen, *place(x_tr[idx], y_tr[idx]),
+                                  rng if mesh is None else engine.replicate(rng, mesh))
       losses.append(loss)
     state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
+    if mesh is not None:
+      state = state.replace(epoch=engine.replicate(state.epoch, mesh))
     val_loss, val_terms = validate(state)
     history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
                     "val_loss": val_loss, "val_terms": val_terms})
