@@ -2,13 +2,14 @@
 
 from rise_jax import baselines, metrics
 from rise_jax.caption import caption_rise
-from rise_jax.engine import batch_mesh
+from rise_jax.engine import BlackBoxError, batch_mesh, host_black_box
 from rise_jax.evaluation import Results, evaluate, summary_markdown
 from rise_jax.iassa import IassaResult, iassa, iassa_batch
 from rise_jax.masks import generate_masks, load_masks, save_masks
 from rise_jax.rise import RiseInfo, rise, segmentation_rise
 
 __all__ = [
+    "BlackBoxError",
     "IassaResult",
     "Results",
     "RiseInfo",
@@ -17,6 +18,7 @@ __all__ = [
     "caption_rise",
     "evaluate",
     "generate_masks",
+    "host_black_box",
     "iassa",
     "iassa_batch",
     "load_masks",

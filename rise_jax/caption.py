@@ -201,7 +201,7 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
                 use_mask_array=prep["use_mask_array"])
   maps, used, bad = _caption_one(caption_model_fn, cfg, prep["mesh"], x, tokens, prep["key"],
                                  prep["mask_array"], prep["sub_array"])
-  _raise_if_bad(bad, cfg.batch_size, what="caption_model_fn")
+  _raise_if_bad(bad, cfg.batch_size, caption_model_fn, what="caption_model_fn")
   if not return_info:
     return maps
   return maps, CaptionRiseInfo(probs=probs[0], num_masks=int(used))

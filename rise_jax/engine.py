@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,8 @@ def check_black_box(model_fn: Callable, example: jax.ShapeDtypeStruct, *,
   """
   if not callable(model_fn):
     raise TypeError(f"{name} must be a callable images -> scores, got {type(model_fn).__name__}")
+  if isinstance(model_fn, HostBlackBox):
+    model_fn.reset()
   want = "[b, C]" if out_rank == 2 else "[b, H', W', C]"
   try:
     out = jax.eval_shape(model_fn, example)
@@ -202,3 +205,127 @@ def check_black_box(model_fn: Callable, example: jax.ShapeDtypeStruct, *,
   if any(d < 1 for d in out.shape[1:]):
     raise ValueError(f"{name} returned an empty score shape {list(out.shape)}")
   return tuple(out.shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# Black boxes outside JAX, and the error raised when a black box fails mid-run.
+
+
+class BlackBoxError(RuntimeError):
+  """A host black box (:class:`HostBlackBox`) raised while a method was scoring a batch.
+
+  The message names the batch; ``__cause__`` is the black box's own exception.
+  """
+
+
+class HostBlackBox:
+  """A NumPy / PyTorch / TensorFlow black box usable by every rise_jax method.
+
+  Wraps ``fn(images np.float32[b, H, W, C_in]) -> scores [b, ...]`` (anything ``np.asarray``
+  takes, torch tensors included) in ``jax.pure_callback``, so the jitted streaming loops can
+  call it batch by batch. The output shape for an input shape is found by calling ``fn`` once
+  on zeros of that shape when the method is traced.
+
+  If ``fn`` raises on some batch, the exception is kept, that batch and every later one get NaN
+  scores without calling ``fn`` again (the jitted loop cannot be interrupted from the host),
+  and the method then raises :class:`BlackBoxError` naming the batch, with ``fn``'s exception
+  as its cause; no partial map is returned. Each method call starts afresh.
+
+  Args:
+    fn: The host callable.
+  """
+
+  def __init__(self, fn: Callable[[np.ndarray], Any]):
+    if not callable(fn):
+      raise TypeError(f"fn must be a callable images -> scores, got {type(fn).__name__}")
+    self.fn = fn
+    self._structs: dict[tuple[int, ...], jax.ShapeDtypeStruct] = {}
+    self._lock = threading.Lock()
+    self._error: BaseException | None = None
+
+  @staticmethod
+  def _numpy(out: Any) -> np.ndarray:
+    if hasattr(out, "detach"):  # a torch tensor
+      out = out.detach().cpu().numpy()
+    return np.asarray(out)
+
+  def _struct(self, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    if shape not in self._structs:
+      out = self._numpy(self.fn(np.zeros(shape, np.float32)))
+      if not np.issubdtype(out.dtype, np.floating) or not out.ndim or out.shape[0] != shape[0]:
+        raise ValueError(f"fn must map images float32{list(shape)} to float scores "
+                         f"[{shape[0]}, ...], got {out.dtype}{list(out.shape)}")
+      self._structs[shape] = jax.ShapeDtypeStruct(out.shape, jnp.float32)
+    return self._structs[shape]
+
+  def _host(self, images: np.ndarray) -> np.ndarray:
+    struct = self._structs[tuple(images.shape)]
+    failed = np.full(struct.shape, np.nan, np.float32)
+    with self._lock:
+      if self._error is not None:
+        return failed
+    try:
+      out = self._numpy(self.fn(np.array(images, np.float32)))  # writable, e.g. for torch
+      if out.shape != struct.shape:
+        raise ValueError(f"fn returned scores of shape {list(out.shape)} for images "
+                         f"{list(images.shape)}, expected {list(struct.shape)} (as for zeros)")
+      return out.astype(np.float32)
+    except Exception as e:  # noqa: BLE001 - kept and re-raised by the method, naming the batch
+      with self._lock:
+        if self._error is None:
+          self._error = e
+      return failed
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    struct = self._struct(tuple(int(d) for d in images.shape))
+    return jax.pure_callback(self._host, struct, images.astype(jnp.float32),
+                             vmap_method="sequential")
+
+  def reset(self) -> None:
+    """Forgets a kept exception (done by every method before it starts)."""
+    with self._lock:
+      self._error = None
+
+  def pop_error(self) -> BaseException | None:
+    """The exception ``fn`` raised since the last reset, if any (and forgets it)."""
+    with self._lock:
+      err, self._error = self._error, None
+    return err
+
+
+def host_black_box(fn: Callable[[np.ndarray], Any]) -> HostBlackBox:
+  """Wraps a non-JAX black box (NumPy, PyTorch, ...) for rise_jax; see :class:`HostBlackBox`.
+
+  Example::
+
+    model = torchvision.models.resnet50(weights="DEFAULT").eval()
+    box = rise_jax.host_black_box(lambda x: torch.softmax(
+        model(torch.from_numpy(x).permute(0, 3, 1, 2)), -1))
+    maps = rise_jax.rise(box, image, key, num_masks=4000)
+  """
+  return HostBlackBox(fn)
+
+
+def black_box_failure(model_fn: Callable, where: str, *, name: str = "model_fn",
+                      returned: str = "no saliency map is returned") -> Exception:
+  """The exception for a black box whose scores were not finite at ``where``.
+
+  Args:
+    model_fn: The black box the method was given.
+    where: Where the first non-finite score was found, naming the batch (e.g. ``"for image 0,
+      mask 340 (mask batch 3: masks [300, 400))"``).
+    name: The argument's name in the message.
+    returned: What the caller does not return.
+
+  Returns:
+    :class:`BlackBoxError` (cause: the exception) when ``model_fn`` is a
+    :class:`HostBlackBox` that raised, else ``FloatingPointError`` (NaN or inf scores).
+  """
+  err = model_fn.pop_error() if isinstance(model_fn, HostBlackBox) else None
+  if err is not None:
+    out = BlackBoxError(f"{name} raised {type(err).__name__}: {err} -- while scoring the batch "
+                        f"{where}; {returned}")
+    out.__cause__ = err
+    return out
+  return FloatingPointError(f"{name} returned NaN or inf scores {where}; {returned}. Check the "
+                            "model and the substrate for this input")

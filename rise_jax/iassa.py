@@ -336,7 +336,7 @@ def _number(value, name: str, lo: float, hi: float, lo_open: bool, hi_open: bool
   return float(value)
 
 
-def _raise_if_bad(out, cfg: _Config):
+def _raise_if_bad(out, cfg: _Config, model_fn):
   for b, (it, pos, win) in enumerate(np.asarray(out["bad"]).reshape(-1, 3)):
     if it >= 0:
       window, stride = cfg.schedule[it]
@@ -344,11 +344,10 @@ def _raise_if_bad(out, cfg: _Config):
       y0 = min((win // nx) * stride, cfg.size[0] - window)
       x0 = min((win % nx) * stride, cfg.size[1] - window)
       j = int(pos) // cfg.batch_size
-      raise FloatingPointError(
-          f"model_fn returned NaN or inf scores for image {b} at iteration {int(it)} (window "
-          f"{window}, stride {stride}): window {int(win)} of {ny * nx} (top-left corner "
-          f"({y0}, {x0})), in window batch {j} of that iteration; no saliency map is returned. "
-          "Check the model and the substrate for this input")
+      raise engine.black_box_failure(
+          model_fn, f"for image {b} at iteration {int(it)} (window {window}, stride {stride}): "
+          f"window {int(win)} of {ny * nx} (top-left corner ({y0}, {x0})), in window batch {j} "
+          "of that iteration")
   for b, ok in enumerate(np.asarray(out["feats_ok"]).reshape(-1)):
     if not ok:
       raise FloatingPointError(
@@ -444,7 +443,7 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
                 substrate=sub if isinstance(sub, str | float) else None)
   sub_array = sub if cfg.substrate is None else jnp.zeros((), jnp.float32)
   out = _iassa_batch(model_fn, feature_fn, cfg, mesh, batch, jnp.asarray(ids), sub_array)
-  _raise_if_bad(out, cfg)
+  _raise_if_bad(out, cfg, model_fn)
   return IassaResult(saliency=out["saliency"], records=out["records"],
                      iterations=np.asarray(out["iterations"]), estimate=out["estimate"],
                      windows=np.asarray(out["windows"]), class_id=ids)

@@ -141,15 +141,14 @@ def _rise_batch(model_fn, cfg, mesh, images, key, mask_array, sub_array, aux):
   return jax.lax.map(lambda im: one(im), images)
 
 
-def _raise_if_bad(bad, batch_size: int, what: str = "model_fn"):
+def _raise_if_bad(bad, batch_size: int, model_fn, what: str = "model_fn"):
   bad = np.asarray(bad).reshape(-1)
   for b, first in enumerate(bad):
     if first >= 0:
       j = int(first) // batch_size
-      raise FloatingPointError(
-          f"{what} returned NaN or inf scores for image {b}, mask {int(first)} (mask batch "
-          f"{j}: masks [{j * batch_size}, {(j + 1) * batch_size})); no saliency map is "
-          "returned. Check the model and the substrate for this input")
+      raise engine.black_box_failure(
+          model_fn, f"for image {b}, mask {int(first)} (mask batch {j}: masks "
+          f"[{j * batch_size}, {(j + 1) * batch_size}))", name=what)
 
 
 def _prepare(model_fn, images, key, *, num_masks, grid_size, p1, batch_size, substrate,
@@ -259,7 +258,7 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
                 use_mask_array=prep["use_mask_array"])
   maps, used, bad, ids = _rise_batch(model_fn, cfg, prep["mesh"], prep["batch"], prep["key"],
                                      prep["mask_array"], prep["sub_array"], aux)
-  _raise_if_bad(bad, cfg.batch_size)
+  _raise_if_bad(bad, cfg.batch_size, model_fn)
   if prep["single"]:
     maps = maps[0]
   if not return_info:
@@ -341,7 +340,7 @@ def segmentation_rise(model_fn: Callable[[jax.Array], jax.Array], image: jax.Arr
     maps, _, bad, _ = _rise_batch(model_fn, cfg, prep["mesh"], prep["batch"], prep["key"],
                                   prep["mask_array"], prep["sub_array"],
                                   (weights, jnp.asarray(target_class, jnp.int32)))
-    _raise_if_bad(bad, cfg.batch_size)
+    _raise_if_bad(bad, cfg.batch_size, model_fn)
     return maps[0, 0]
   pixels = np.flatnonzero(region.reshape(-1)).astype(np.int32)
   num_p = int(math.ceil(len(pixels) / pixel_chunk) * pixel_chunk)
@@ -352,7 +351,7 @@ def segmentation_rise(model_fn: Callable[[jax.Array], jax.Array], image: jax.Arr
                       prep["mask_array"], prep["sub_array"], jnp.asarray(padded),
                       jnp.asarray(len(pixels), jnp.int32),
                       jnp.asarray(target_class, jnp.int32))
-  _raise_if_bad(bad, cfg.batch_size)
+  _raise_if_bad(bad, cfg.batch_size, model_fn)
   return out
 
 

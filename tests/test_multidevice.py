@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rise_jax
+
 SCRIPT = textwrap.dedent("""
     import sys
     import jax
@@ -22,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from tests import test_rise, test_segmentation_rise
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
-    for d in (1, 2, 4):
+    for d in (2, 4):
       mesh = rise_jax.batch_mesh(jax.devices()[:d])
       for name, value in md.run_all(mesh).items():
         out[f"{d}_{name}"] = value
@@ -81,14 +83,14 @@ def results(tmp_path_factory):
   path = tmp_path_factory.mktemp("multidevice") / "out.npz"
   subprocess.run([sys.executable, "-c", SCRIPT, str(path)], check=True, env=env, cwd=root,
                  timeout=900)
-  assert len(jax.devices()) == 1  # the reference: this process's single device
-  return np.load(path), run_all(None)
+  assert len(jax.devices()) == 1  # the 1-device run (reference): this process's only device
+  return np.load(path), run_all(rise_jax.batch_mesh())
 
 
 EXACT = ("rise", "seg", "iassa_records", "deletion", "insertion", "explain")
 
 
-@pytest.mark.parametrize("devices", [1, 2, 4])
+@pytest.mark.parametrize("devices", [2, 4])
 def test_methods_equal_single_device(results, devices):
   got, ref = results
   for name in EXACT:
@@ -98,7 +100,7 @@ def test_methods_equal_single_device(results, devices):
   assert np.ptp(ref["rise"]) > 0 and np.ptp(ref["iassa_records"][-1]) > 0
 
 
-@pytest.mark.parametrize("devices", [1, 2, 4])
+@pytest.mark.parametrize("devices", [2, 4])
 def test_data_parallel_explainer_training(results, devices):
   got, ref = results
   # The loss curve (train and validation, 2 epochs x 2 steps) agrees to 1e-5. Gradients and
@@ -109,7 +111,6 @@ def test_data_parallel_explainer_training(results, devices):
 
 
 def test_training_batch_must_divide_over_the_mesh():
-  import rise_jax
   from rise_jax.data import synthetic
   from rise_jax.explainer import train as et
   from rise_jax.explainer.losses import Coefficients

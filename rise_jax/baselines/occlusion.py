@@ -108,9 +108,9 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
   maps, bad, ids = _occlusion(model_fn, cfg, mesh, batch, jnp.asarray(ids), sub_array)
   for i, first in enumerate(np.asarray(bad)):
     if first >= 0:
-      raise FloatingPointError(
-          f"model_fn returned NaN or inf for image {i}, window {int(first)} (batch "
-          f"{int(first) // dev_batch}); no map is returned")
+      raise engine.black_box_failure(
+          model_fn, f"for image {i}, window {int(first)} (batch {int(first) // dev_batch})",
+          returned="no map is returned")
   if single:
     maps, ids = maps[0], ids[0]
   return (maps, np.asarray(ids)) if return_ids else maps

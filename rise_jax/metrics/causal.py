@@ -141,9 +141,9 @@ def _causal(mode, model_fn, images, saliency, class_ids, *, step, substrate, bat
   bad = int(bad)
   if bad >= 0:
     per = cfg.num_steps + 1
-    raise FloatingPointError(
-        f"model_fn returned NaN or inf for image {bad // per} at {mode} step {bad % per} "
-        f"(batch {bad // dev_batch}); no curve is returned")
+    raise engine.black_box_failure(
+        model_fn, f"for image {bad // per} at {mode} step {bad % per} (batch "
+        f"{bad // dev_batch})", returned="no curve is returned")
   curve = np.asarray(curve)
   scores = auc(curve).astype(np.float32)
   if single:
