@@ -122,5 +122,5 @@ def class_ids(classes, num_classes: int) -> np.ndarray | int | None:
   if bad.size:
     raise ValueError(
         f"class ids must be in [0, {num_classes - 1}] (the model returns {num_classes} "
-        f"scores), got {bad.tolist()}")
+        f"scores), got {bad.tolist()} in classes")
   return ids.astype(np.int32)

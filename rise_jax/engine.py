@@ -136,18 +136,21 @@ def stream(step: Callable[[Any, jax.Array, jax.Array], Any], carry: Any, start, 
   start = jnp.asarray(start, jnp.int32)
   stop = jnp.asarray(stop, jnp.int32)
 
+  # The loop counts batches with a unit step: XLA (CPU, jaxlib 0.10.2) miscompiles a while loop
+  # whose counter steps by batch_size > 1 between constant bounds one apart (0 -> 1 ran zero
+  # times, so e.g. rise(num_masks=1, batch_size=4) returned all-zero maps).
   def cond(state):
-    lo, _ = state
-    return lo < stop
+    i, _ = state
+    return start + i * batch_size < stop
 
   def body(state):
-    lo, c = state
-    idx = lo + offsets
+    i, c = state
+    idx = start + i * batch_size + offsets
     if mesh is not None:
       idx = jax.lax.with_sharding_constraint(idx, batch_sharding(mesh))
-    return lo + batch_size, step(c, idx, idx < stop)
+    return i + 1, step(c, idx, idx < stop)
 
-  _, carry = jax.lax.while_loop(cond, body, (start, carry))
+  _, carry = jax.lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), carry))
   return carry
 
 

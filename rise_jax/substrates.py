@@ -74,7 +74,10 @@ def check(substrate, image_shape: tuple[int, ...], name: str = "substrate"):
       raise ValueError(
           f"{name} array must be per image ([H, W, C] or broadcastable), got shape "
           f"{tuple(substrate.shape)}")
-    arr = np.asarray(substrate, dtype=np.float32)
+    raw = np.asarray(substrate)
+    if not any(jnp.issubdtype(raw.dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
+      raise ValueError(f"{name} array must be real-valued (float, int or bool), got {raw.dtype}")
+    arr = raw.astype(np.float32)
     if not np.all(np.isfinite(arr)):
       raise ValueError(f"{name} array contains NaN or inf")
     return jnp.asarray(arr)

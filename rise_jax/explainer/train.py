@@ -137,12 +137,22 @@ def explain(module: nn.Module, variables: Any, images: Any, mesh: Mesh | None = 
     ``mesh`` spans several processes: every process gets all masks).
 
   Raises:
-    ValueError: For images that are not [B, H, W, 3].
+    ValueError: For images that are not [B, H, W, 3] or not finite.
+    TypeError: For images that are not real-valued.
   """
   _check_images(images)
+  dtype = getattr(images, "dtype", None)
+  dtype = np.asarray(images).dtype if dtype is None else dtype
+  if not any(jnp.issubdtype(dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
+    raise TypeError(f"images must be a real-valued array (normalised floats), got dtype {dtype}")
   if mesh is None:
-    return _explain(module, variables, jnp.asarray(images, jnp.float32))
+    x = jnp.asarray(images, jnp.float32)
+    if not bool(jnp.all(jnp.isfinite(x))):
+      raise ValueError("images contain NaN or inf values; the masks would be NaN")
+    return _explain(module, variables, x)
   x = np.asarray(images, np.float32)
+  if not np.all(np.isfinite(x)):
+    raise ValueError("images contain NaN or inf values; the masks would be NaN")
   b = x.shape[0]
   pad = -b % mesh.size
   if pad:

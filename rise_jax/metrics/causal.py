@@ -43,6 +43,8 @@ def auc(curve) -> np.ndarray:
   a = np.asarray(curve, np.float64)
   if a.ndim < 1 or a.shape[-1] < 2:
     raise ValueError(f"curve must have at least 2 points on its last axis, got shape {a.shape}")
+  if not np.all(np.isfinite(a)):
+    raise ValueError("curve contains NaN or inf values")
   return (a.sum(-1) - a[..., 0] / 2 - a[..., -1] / 2) / (a.shape[-1] - 1)
 
 

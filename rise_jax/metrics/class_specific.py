@@ -9,6 +9,7 @@ thresholds. Class-specific masks give a high diagonal and a low off-diagonal.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax.numpy as jnp
@@ -46,11 +47,16 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
   num_classes = masks.shape[1]
   if y.shape != (b, num_classes):
     raise ValueError(f"labels must have shape [B, C] = [{b}, {num_classes}], got {list(y.shape)}")
+  if not np.all((y == 0) | (y == 1)):
+    raise ValueError("labels must be multi-hot: bool or exactly 0/1 per class")
   if not np.all(np.isfinite(masks)) or masks.min() < 0 or masks.max() > 1:
     raise ValueError("class_masks must be finite with values in [0, 1]")
   thr = np.asarray(thresholds, np.float32)
-  if thr.ndim != 1 or thr.size == 0 or np.any((thr <= 0) | (thr >= 1)):
+  if thr.ndim != 1 or thr.size == 0 or not np.all((thr > 0) & (thr < 1)):  # NaN fails too
     raise ValueError(f"thresholds must be a non-empty sequence in (0, 1), got {thresholds!r}")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or (
+      batch_size < 1):
+    raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
   total = np.zeros((num_classes, num_classes + 1))
   count = np.zeros((num_classes, num_classes + 1), np.int64)
   pending, meta = [], []

@@ -28,9 +28,9 @@ def _check(mask, gt_mask):
     m = m[None]
   if s.ndim == 2:
     s = s[None]
-  if m.ndim != 3 or m.shape != s.shape:
-    raise ValueError(f"mask and gt_mask must both have shape [B, H, W], got {list(m.shape)} and "
-                     f"{list(s.shape)}")
+  if m.ndim != 3 or m.shape != s.shape or m.size == 0:
+    raise ValueError(f"mask and gt_mask must both have shape [B, H, W] (non-empty), got "
+                     f"{list(m.shape)} and {list(s.shape)}")
   if not np.all(np.isfinite(m)) or m.min() < 0 or m.max() > 1:
     raise ValueError("mask must be finite with values in [0, 1]")
   s = s.astype(np.float64)
@@ -60,11 +60,14 @@ def explainer_scores(mask, gt_mask, probs_on_masked, present_classes) -> dict[st
         f"got {list(probs.shape)} and {list(present.shape)}")
   if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1 + 1e-6:
     raise ValueError("probs_on_masked must be probabilities in [0, 1] (apply a softmax)")
+  if not np.all((present == 0) | (present == 1)):
+    raise ValueError("present_classes must be multi-hot: bool or exactly 0/1 per class")
   present = present.astype(bool)
   if not present.any(axis=1).all():
     raise ValueError(
-        "every image needs at least one present class (Sal takes the log of their summed "
-        f"probability); images without one: {np.flatnonzero(~present.any(1)).tolist()}")
+        "present_classes must give every image at least one present class (Sal takes the log "
+        "of their summed probability); images without one: "
+        f"{np.flatnonzero(~present.any(1)).tolist()}")
   z = m[0].size
   acc = ((m * s).sum((1, 2)) + ((1 - m) * (1 - s)).sum((1, 2))) / z
   den = np.maximum(m, s).sum((1, 2))
@@ -93,6 +96,9 @@ def sanity_baselines(probs_fn: Callable, images, gt_mask, present_classes
   """
   x = jnp.asarray(images, jnp.float32)
   gt = np.asarray(gt_mask).astype(np.float32)
+  if x.ndim != 4 or gt.shape != x.shape[:3]:
+    raise ValueError(f"images [B, H, W, C_in] and gt_mask [B, H, W] must match, got images "
+                     f"{list(x.shape)} and gt_mask {list(gt.shape)}")
   out = {}
   for name, m in (("0", np.zeros_like(gt)), ("0.5", np.full_like(gt, 0.5)),
                   ("1", np.ones_like(gt)), ("G.T.", gt)):

@@ -15,6 +15,13 @@ import numbers
 import numpy as np
 
 
+def _check_tolerance(tolerance) -> None:
+  # ``not >= 0`` also rejects NaN (``NaN < 0`` is False and NaN silently scored a miss).
+  if (isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real)
+      or not tolerance >= 0):
+    raise ValueError(f"tolerance must be a number >= 0 (not NaN), got {tolerance!r}")
+
+
 def _as_gt_mask(gt, shape: tuple[int, int]) -> np.ndarray:
   """A boolean mask from a mask or from boxes ``[k, 4]`` = ``(y0, x0, y1, x1)``, ends exclusive."""
   arr = np.asarray(gt)
@@ -30,10 +37,14 @@ def _as_gt_mask(gt, shape: tuple[int, int]) -> np.ndarray:
   if arr.ndim == 1 and arr.size == 4:
     arr = arr[None]
   if arr.ndim == 2 and arr.shape[1] == 4:
+    if (not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating))
+        or not np.all(np.isfinite(arr))):
+      raise ValueError(f"gt boxes [k, 4] must be finite numbers (y0, x0, y1, x1), got "
+                       f"{arr.dtype}{arr.tolist()}")
     mask = np.zeros(shape, bool)
     for y0, x0, y1, x1 in arr:
       if y1 < y0 or x1 < x0:
-        raise ValueError(f"box (y0, x0, y1, x1) must have y1 >= y0 and x1 >= x0, got "
+        raise ValueError(f"gt box (y0, x0, y1, x1) must have y1 >= y0 and x1 >= x0, got "
                          f"{[y0, x0, y1, x1]}")
       mask[max(int(np.floor(y0)), 0):max(int(np.ceil(y1)), 0),
            max(int(np.floor(x0)), 0):max(int(np.ceil(x1)), 0)] = True
@@ -48,6 +59,10 @@ def max_point(saliency) -> tuple[int, int]:
   sal = np.asarray(saliency)
   if sal.ndim != 2:
     raise ValueError(f"saliency must have shape [H, W], got {list(sal.shape)}")
+  if sal.size == 0:
+    raise ValueError(f"saliency must be non-empty, got shape {list(sal.shape)}")
+  if sal.dtype.kind in "cmMOSU":  # complex, dates, objects, strings (ml_dtypes floats: "V")
+    raise TypeError(f"saliency must be real-valued (float, int or bool), got dtype {sal.dtype}")
   if not np.all(np.isfinite(sal)):
     raise ValueError("saliency contains NaN or inf values")
   return tuple(int(v) for v in np.unravel_index(int(np.argmax(sal)), sal.shape))
@@ -82,8 +97,7 @@ def pointing_game(saliency, gt, *, tolerance: float = 15) -> int:
   Returns:
     1 (hit), 0 (miss) or -1 (no object of the class: not counted).
   """
-  if not isinstance(tolerance, numbers.Real) or tolerance < 0:
-    raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+  _check_tolerance(tolerance)
   sal = np.asarray(saliency)
   return hit(max_point(sal), _as_gt_mask(gt, sal.shape[-2:] if sal.ndim == 2 else ()),
              tolerance)
@@ -105,8 +119,7 @@ class PointingGame:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or (
         num_classes < 1):
       raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
-    if not isinstance(tolerance, numbers.Real) or tolerance < 0:
-      raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    _check_tolerance(tolerance)
     self.num_classes = int(num_classes)
     self.tolerance = float(tolerance)
     shape = (2, 2, self.num_classes)  # [method|centre, all|difficult, class]

@@ -39,13 +39,15 @@ def segmentation_scores(saliency, gt_mask, *, threshold: float = 0.3) -> dict[st
     raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
   sal = np.asarray(saliency)
   gt = np.asarray(gt_mask)
-  if sal.ndim != 2:
-    raise ValueError(f"saliency must have shape [H, W], got {list(sal.shape)}")
+  if sal.ndim != 2 or sal.size == 0:
+    raise ValueError(f"saliency must have shape [H, W] (non-empty), got {list(sal.shape)}")
   if gt.shape != sal.shape:
     raise ValueError(f"gt_mask must have the saliency map's shape {list(sal.shape)}, got "
                      f"{list(gt.shape)}")
   if gt.dtype != np.bool_:
     raise ValueError(f"gt_mask must be boolean, got {gt.dtype}")
+  if sal.dtype.kind in "cmMOSU":  # complex, dates, objects, strings (ml_dtypes floats: "V")
+    raise TypeError(f"saliency must be real-valued (float, int or bool), got dtype {sal.dtype}")
   if not np.all(np.isfinite(sal)):
     raise ValueError("saliency contains NaN or inf values")
   pred = binarize(sal, threshold)
