@@ -6,13 +6,14 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import jax
+
+from benchmarks.memory import peak_rss_mb  # noqa: F401 - re-exported
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -62,11 +63,6 @@ def headline_clock() -> str:
   other jobs sharing the cores), wall time on an accelerator (host CPU time misses device work).
   """
   return "cpu" if jax.default_backend() == "cpu" else "wall"
-
-
-def peak_rss_mb() -> float:
-  """Peak resident set size of this process in MiB (Linux ru_maxrss is in KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run_child(module: str, args: list[str]) -> dict:

@@ -5,7 +5,9 @@ python -m benchmarks.run [--device cpu|gpu|tpu] [--only rise,metrics] [--quick] 
 
 Each benchmark (``benchmarks/<name>_bench.py``) runs in its own process, with ``JAX_PLATFORMS``
 set from ``--device``, and writes ``<out-dir>/<name>.json`` (CPU) or ``<name>_<device>.json``
-(``--tag h200``: ``<name>_h200.json``).
+(``--tag h200``: ``<name>_h200.json``). ``peer`` (rise_jax vs TorchRay-style RISE and
+interpret-segmentation) needs the PyTorch peers: ``pip install -e ".[bench]"``; ``scaling``
+fits the slopes of RISE time vs N and vs image size.
 ``--collect`` runs nothing and only rebuilds the table from the JSON files already there. The
 table (``<out-dir>/summary[_<device>].md``, also printed) has one row per headline figure: the
 benchmark, the figure, its value, its target and the backend that measured it. Ratios are only
@@ -20,7 +22,7 @@ import os
 import subprocess
 import sys
 
-BENCHMARKS = ("rise", "metrics", "iassa", "explainer")
+BENCHMARKS = ("rise", "metrics", "iassa", "explainer", "peer", "scaling")
 DEVICES = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}  # --device -> JAX_PLATFORMS
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(_ROOT, "benchmarks", "results")
