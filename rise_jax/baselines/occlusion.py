@@ -71,8 +71,9 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
     model_fn: Black box ``float32[b, H, W, C_in] -> scores float32[b, C]``.
     images: float32[H, W, C_in] or float32[B, H, W, C_in].
     window: Square window side in pixels, in ``[1, min(H, W)]``.
-    stride: Step between window starts (>= 1); a last window is aligned with the far edge so
-      every pixel is covered.
+    stride: Step between window starts (>= 1); a last window is aligned with the far edge.
+      With ``stride <= window`` every pixel is covered; with ``stride > window`` the pixels
+      between windows are never occluded and get 0.
     substrate: What occluded pixels become (see :mod:`rise_jax.substrates`).
     classes: ``None`` (all), a sequence of ids, or an int ``k`` (top-k predicted).
     batch_size: Occluded images per black-box call.
