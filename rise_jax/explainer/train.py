@@ -145,14 +145,12 @@ def explain(module: nn.Module, variables: Any, images: Any, mesh: Mesh | None = 
   dtype = np.asarray(images).dtype if dtype is None else dtype
   if not any(jnp.issubdtype(dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
     raise TypeError(f"images must be a real-valued array (normalised floats), got dtype {dtype}")
-  if mesh is None:
-    x = jnp.asarray(images, jnp.float32)
-    if not bool(jnp.all(jnp.isfinite(x))):
-      raise ValueError("images contain NaN or inf values; the masks would be NaN")
-    return _explain(module, variables, x)
-  x = np.asarray(images, np.float32)
-  if not np.all(np.isfinite(x)):
+  # On the device without a mesh; on the host with one (global arrays are built from it).
+  x = jnp.asarray(images, jnp.float32) if mesh is None else np.asarray(images, np.float32)
+  if not bool(jnp.all(jnp.isfinite(x))):
     raise ValueError("images contain NaN or inf values; the masks would be NaN")
+  if mesh is None:
+    return _explain(module, variables, x)
   b = x.shape[0]
   pad = -b % mesh.size
   if pad:
