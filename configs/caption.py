@@ -1,6 +1,6 @@
 """RISE for captioning (RISE paper, eq. 7) on the synthetic shapes scenes.
 
-Run by :func:`rise_jax.caption_experiment.train_and_evaluate` (``python -m
+Run by :func:`experiments.tasks.caption.train_and_evaluate` (``python -m
 experiments.explain_caption --config=configs/caption.py[:small]``).
 
 ``get_config()``: the full run (the old ``explain_caption`` flag defaults): the attention
@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.workdir = "./runs/caption"
   config.seed = 0  # dataset, captioner initialisation / data order and RISE mask seed
   config.progress = True
+  config.overwrite = False  # start over in a run folder of another config
   config.data = ml_collections.ConfigDict(dict(
       image_size=64, num_train=10000, num_val=300, num_test=300))
   # rise_jax.models.captioner.Captioner's hyper-parameters (its defaults).

@@ -23,6 +23,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.workdir = "./runs/classifier"
   config.seed = 0
   config.progress = True
+  config.overwrite = False  # start over in a run folder of another config
   config.data = ml_collections.ConfigDict(dict(
       name="synthetic", image_size=64, num_classes=6, num_train=3000, num_val=300,
       num_test=300))

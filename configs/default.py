@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.workdir = "./runs/quick" if quick else "./runs/default"
   config.seed = 0
   config.progress = not quick
+  config.overwrite = False  # start over in a run folder of another config
   config.stages = ("classifier", "rise", "explainer", "segmentation_rise", "iassa", "caption")
   config.classifier = classifier.get_config("quick" if quick else None)
   config.rise = rise.get_config("quick" if quick else None)

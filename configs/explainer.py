@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.workdir = "./runs/explainer"
   config.seed = 0
   config.progress = True
+  config.overwrite = False  # start over in a run folder of another config
   clf = classifier.get_config("quick" if "quick" in variants else None)
   config.data = ml_collections.ConfigDict(dict(
       name="synthetic", image_size=clf.data.image_size, num_classes=clf.data.num_classes,

@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.workdir = f"./runs/explainer_{dataset}_{arch}"
   config.seed = 0
   config.progress = True
+  config.overwrite = False  # start over in a run folder of another config
   config.data = ml_collections.ConfigDict(dict(
       name=dataset, image_size=224, num_classes=20 if dataset == "voc" else 80, data_dir="",
       voc_root="", test_split="test", coco_annotations="", coco_images=""))

@@ -7,7 +7,7 @@ Trains (or reuses, from ``WORKDIR/captioner``) the small Flax attention captione
 test scenes greedily, explains every word of ``eval.num_explain`` captions with
 :func:`rise_jax.caption_rise`, plays the noun pointing game against the object masks beside the
 centre baseline, and explains all shape names at the "a ___" slot (words not in the scene);
-see :mod:`rise_jax.caption_experiment`. Writes ``results.json``, ``tables.md``,
+see :mod:`experiments.tasks.caption`. Writes ``results.json``, ``tables.md``,
 ``training_curves.png``, ``maps.npz`` and ``overlays/<i>.png`` under the workdir (default: the
 config's ``workdir``) and prints ``tables.md``. A rerun with an unchanged config returns the
 saved results.
@@ -16,7 +16,7 @@ saved results.
 from absl import app
 
 from experiments import _cli
-from rise_jax import caption_experiment
+from experiments.tasks import caption as caption_experiment
 
 _CONFIG, _WORKDIR = _cli.define_flags("caption.py", "Captioning experiment config.")
 # A lambda, so that a patched caption_experiment.train_and_evaluate is the one called.

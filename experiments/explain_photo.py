@@ -16,10 +16,11 @@ import os
 
 import jax
 import numpy as np
+import skimage.data
 from absl import app, flags
 
 import rise_jax
-from rise_jax import viz
+from rise_jax import convert, viz
 from rise_jax.models import registry
 from rise_jax.train import checkpoint
 
@@ -37,8 +38,6 @@ def load_classifier() -> registry.Classifier:
   try:
     return registry.load(_ARCH)
   except FileNotFoundError:
-    from rise_jax import convert
-
     path = os.path.join(registry.cache_dir(), _ARCH)
     print(f"converting the packaged {_ARCH} weights to {path}")
     checkpoint.save_variables(path, convert.convert(_ARCH))
@@ -46,8 +45,6 @@ def load_classifier() -> registry.Classifier:
 
 
 def _photo(name: str) -> np.ndarray:
-  import skimage.data
-
   fn = getattr(skimage.data, name, None)
   if fn is None:
     raise app.UsageError(f"skimage.data has no photo {name!r}")

@@ -13,7 +13,7 @@ and ``iassa_maps.png`` under the workdir.
 from absl import app
 
 from experiments import _cli
-from rise_jax import iassa_experiment
+from experiments.tasks import iassa_table as iassa_experiment
 
 _CONFIG, _WORKDIR = _cli.define_flags("iassa.py", "IASSA evaluation config.")
 # A lambda, so that a patched iassa_experiment.train_and_evaluate is the one called.

@@ -7,7 +7,7 @@ python -m experiments.main [--config=configs/default.py[:quick]] [--workdir=DIR]
 from absl import app
 
 from experiments import _cli
-from rise_jax import main_job
+from experiments.tasks import main_job
 
 _CONFIG, _WORKDIR = _cli.define_flags("default.py", "Main job config.")
 

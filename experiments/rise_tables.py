@@ -14,7 +14,7 @@ the stored results without recomputing.
 from absl import app
 
 from experiments import _cli
-from rise_jax import rise_experiment
+from experiments.tasks import rise_tables as rise_experiment
 
 _CONFIG, _WORKDIR = _cli.define_flags("rise.py", "RISE tables config.")
 # A lambda, so that a patched rise_experiment.train_and_evaluate is the one called.

@@ -7,7 +7,7 @@ Each override dict that the config module's ``sweep(arg)`` yields (dotted key ->
 applied to a copy of the (command-line overridden) config and the experiment runs in
 ``workdir/<point name>``; finished points are reused on a rerun. The experiment is the
 config's ``experiment`` field (or the config file's stem), looked up in
-:data:`rise_jax.sweep.RUNNERS`. A config with ``explanandum.classifier_dir`` left empty gets
+:data:`experiments.tasks.runners.RUNNERS`. A config with ``explanandum.classifier_dir`` left empty gets
 ``workdir/classifier``, so that all points share one trained classifier. Writes
 ``sweep.md``, ``sweep.csv`` and ``sweep.json`` under the workdir and prints the table.
 """
@@ -18,7 +18,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from rise_jax import sweep
+from experiments.tasks import sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "rise.py"),

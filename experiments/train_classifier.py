@@ -6,7 +6,7 @@ python -m experiments.train_classifier [--config=configs/classifier.py:quick] [-
 from absl import app
 
 from experiments import _cli
-from rise_jax.train import classifier
+from experiments.tasks import classifier
 
 _CONFIG, _WORKDIR = _cli.define_flags("classifier.py", "Classifier training config.")
 

@@ -11,7 +11,7 @@ Paper settings: ``--config=configs/explainer_paper.py:voc-vgg16`` (or ``voc-resn
 from absl import app
 
 from experiments import _cli
-from rise_jax.explainer import experiment
+from experiments.tasks import explainer as experiment
 
 _CONFIG, _WORKDIR = _cli.define_flags("explainer.py", "Explainer experiment config.")
 # A lambda, so that a patched experiment.train_and_evaluate is the one called.

@@ -23,8 +23,10 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 
 from rise_jax.metrics import causal, pointing
+from rise_jax.rise import rise
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -105,7 +107,6 @@ def gather(local: Any, n: int) -> np.ndarray:
   p = jax.process_count()
   if p == 1:
     return local
-  from jax.experimental import multihost_utils
   width = -(-n // p)
   padded = np.zeros((width, *local.shape[1:]), local.dtype)
   padded[:len(local)] = local
@@ -146,8 +147,6 @@ def explain_dataset(model_fn: Callable[[jax.Array], jax.Array], images: Any,
     "pointing_hit": int32[B]}`` (the last only with ``gt``), in dataset order, on every
     process.
   """
-  from rise_jax.rise import rise
-
   images = np.asarray(images, np.float32)
   ids = np.asarray(class_ids)
   if images.ndim != 4:

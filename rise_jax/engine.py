@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 BATCH_AXIS = "batch"
@@ -106,7 +107,6 @@ def to_host(array: jax.Array) -> np.ndarray:
   """
   if getattr(array, "is_fully_addressable", True):
     return np.asarray(array)
-  from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 

@@ -12,7 +12,7 @@ Figure sizes are fixed (no ``bbox_inches="tight"``), so the PNG pixel size is pr
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -233,3 +233,74 @@ def save_training_curves(
     ax.legend(loc="best", fontsize=8)
   fig.tight_layout()
   return _save(fig, path)
+
+
+def save_map_grid(path: str, images, gts, rows: Sequence[tuple[str, np.ndarray]],
+                titles: Sequence[str], row_images: Sequence[int]) -> str:
+  """A grid PNG like the paper's Fig. 5: per row the image, its GT mask, then map overlays.
+
+  Args:
+    path: Output ``.png``.
+    images: float32[N, H, W, 3] images (any range).
+    gts: bool[N, H, W] the explained class mask of each image.
+    rows: ``(row label, maps float[M, H, W])`` per row.
+    titles: ``M`` column titles of the maps.
+    row_images: For each row, the index into ``images``/``gts``.
+
+  Returns:
+    The path written.
+  """
+  if not rows:
+    raise ValueError("save_map_grid needs at least one row")
+  ncol = 2 + len(titles)
+  panel, label_w, title_h = 1.3, 1.6, 0.3
+  fig = Figure(figsize=(label_w + panel * ncol, title_h + panel * len(rows)), dpi=100)
+  width, height = fig.get_size_inches()
+  for r, ((label, maps), i) in enumerate(zip(rows, row_images)):
+    if len(maps) != len(titles):
+      raise ValueError(f"row {label!r} has {len(maps)} maps for {len(titles)} titles")
+    panels = [display_image(images[i]), np.asarray(gts[i], np.float32)]
+    panels += [overlay(images[i], m) for m in maps]
+    y = 1.0 - (title_h + panel * (r + 1)) / height
+    fig.text(0.5 * label_w / width, y + 0.5 * panel / height, label, ha="center",
+             va="center", fontsize=7, wrap=True)
+    for c, img in enumerate(panels):
+      ax = fig.add_axes(((label_w + panel * c) / width, y, panel / width, panel / height))
+      ax.imshow(img, interpolation="nearest", cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+      ax.set_axis_off()
+      if r == 0:
+        fig.text((label_w + panel * (c + 0.5)) / width, 1.0 - 0.5 * title_h / height,
+                 (["image", "GT", *titles])[c], ha="center", va="center", fontsize=8)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  FigureCanvasAgg(fig)
+  fig.savefig(path, format="png", dpi=100)
+  return path
+
+
+def save_mask_figures(folder: str, test: dict, masks: dict[str, np.ndarray],
+                      num_images: int, denormalize: Callable | None = None) -> list[str]:
+  """One PNG per test image: the image, its ground truth and each method's target mask.
+
+  Args:
+    folder: Output folder (``image_XXX.png``).
+    test: ``{"image": float32[B, H, W, 3], "label": multi-hot [B, C], "segmentation":
+      bool[B, H, W, C]}``.
+    masks: ``{method: float32[B, C, H, W]}`` (timing entries are skipped).
+    num_images: How many of the first images with a present class to draw.
+    denormalize: Maps normalised images back to display colours (default: min-max per image).
+
+  Returns:
+    The written paths.
+  """
+  labels = np.asarray(test["label"]) > 0
+  names = [k for k in masks if not k.endswith("_seconds_per_image")]
+  paths = []
+  for i in np.flatnonzero(labels.any(axis=1))[:max(num_images, 0)]:
+    gt = (np.asarray(test["segmentation"][i], bool) & labels[i]).any(-1).astype(np.float32)
+    target = [np.asarray(masks[k][i], np.float32)[labels[i]].max(axis=0) for k in names]
+    image = np.asarray(test["image"][i], np.float32)
+    paths.append(save_overlays(
+        os.path.join(folder, f"image_{i:03d}.png"),
+        denormalize(image) if denormalize else image, np.stack([gt, *target]),
+        ["G.T.", *names]))
+  return paths

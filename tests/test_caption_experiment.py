@@ -14,7 +14,8 @@ import pytest
 
 import rise_jax
 from configs import caption as caption_config
-from rise_jax import caption as caption_lib, caption_experiment as ce
+from experiments.tasks import caption as ce, run_folder
+from rise_jax import caption as caption_lib
 from rise_jax.data import captions, synthetic
 from rise_jax.metrics import pointing
 from rise_jax.train import captioner as train_lib
@@ -39,7 +40,7 @@ def _in_unit(v) -> bool:
 def test_quick_run_writes_everything_in_range(quick_run):
   config, workdir, res = quick_run
   for name in ("results.json", "tables.md", "training_curves.png", "maps.npz",
-               "captioner/fingerprint.json", "overlays/000.png", "overlays/001.png"):
+               "captioner/run.json", "overlays/000.png", "overlays/001.png"):
     assert os.path.exists(os.path.join(workdir, name)), name
   assert not os.path.exists(os.path.join(workdir, "overlays", "002.png"))  # num_png = 2
   with open(os.path.join(workdir, "training_curves.png"), "rb") as f:
@@ -134,7 +135,7 @@ def test_rerun_reuses_results_and_captioner(quick_run, monkeypatch, tmp_path):
   # progress / workdir are not part of the fingerprint.
   other = caption_config.get_config("quick")
   other.progress, other.workdir = True, "/elsewhere"
-  assert ce.config_fingerprint(other) == ce.config_fingerprint(config)
+  assert run_folder.config_fingerprint(other)[0] == run_folder.config_fingerprint(config)[0]
   assert ce.train_and_evaluate(other, workdir)["images"] == res["images"]
   # Another setting reruns the evaluation but reuses the trained captioner (RISE is faked:
   # only the reuse is tested here, and a real run would compile RISE again).
@@ -185,8 +186,8 @@ def test_configs_and_overrides():
     ce.check_config(cfg)
   quick.rise.num_masks = 500
   quick.eval.tolerance = 2.5
-  assert ce.config_fingerprint(quick)["rise"]["num_masks"] == 500
-  assert ce.config_fingerprint(quick)["eval"]["tolerance"] == 2.5
+  assert run_folder.config_fingerprint(quick)[0]["rise"]["num_masks"] == 500
+  assert run_folder.config_fingerprint(quick)[0]["eval"]["tolerance"] == 2.5
   assert ce.build_module(quick).features == (8, 16)
 
 

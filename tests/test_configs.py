@@ -36,7 +36,9 @@ import numpy as np
 import pytest
 
 from configs import rise as rise_config
-from rise_jax import rise_experiment as rx
+from experiments.tasks import datasets, rise_tables as rx
+from rise_jax.data import preprocess
+from rise_jax.metrics import scoring
 from tests import data_fixtures as fx
 
 pytestmark = pytest.mark.filterwarnings(
@@ -276,7 +278,7 @@ def _run_iassa_coco(config, weights: str, coco: dict, workdir) -> None:
   """IASSA Table 1 on the COCO instances JSON: every image, all present classes."""
   import csv
 
-  from rise_jax import iassa_experiment as ie
+  from experiments.tasks import iassa_table as ie
 
   config.progress = False
   config.explanandum.update(arch="tiny", weights=weights)
@@ -297,7 +299,7 @@ def _run_iassa_coco(config, weights: str, coco: dict, workdir) -> None:
   for level in ("image", "pixel"):
     assert list(results["table"][level]) == rows
     for row in rows:
-      for metric in ie.METRICS:
+      for metric in scoring.METRICS:
         v = results["table"][level][row][metric]
         assert np.isfinite(v) and v >= 0, (level, row, metric, v)
         if level == "image":
@@ -323,7 +325,7 @@ def _run_iassa_coco(config, weights: str, coco: dict, workdir) -> None:
 def _run_explainer(config, weights: str, mock: dict, workdir) -> None:
   """The Explainer trained for one step (2 TFDS train images, batch 2), then Table 2 and the
   class-specific table of the Explainer, RISE and Grad-CAM on the segmentation test split."""
-  from rise_jax.explainer import experiment as ex
+  from experiments.tasks import explainer as ex
 
   config.progress = False
   config.explanandum.update(arch="tiny", weights=weights)
@@ -390,16 +392,16 @@ def test_missing_data_paths_say_what_is_needed(tmp_path):
   config = rise_config.get_config("coco14-vgg16")
   config.data.update(coco_annotations="x.json")
   with pytest.raises(ValueError, match="go together"):
-    rx.iter_test_batches(config)
+    datasets.iter_test_batches(config)
   config = rise_config.get_config("voc07-vgg16")
   config.data.update(pointing_gt="masks", data_dir=str(tmp_path))
   with pytest.raises((ValueError, FileNotFoundError)):
-    rx.iter_test_batches(config)
+    datasets.iter_test_batches(config)
   config = rise_config.get_config("imagenet-vgg16")
   config.data.update(data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="imagenet2012"):
-    rx.iter_test_batches(config)
+    datasets.iter_test_batches(config)
   config.data.update(image_dir=str(tmp_path))
   with pytest.raises(ValueError, match="go together"):
-    rx.iter_test_batches(config)
-  np.testing.assert_array_equal(rx.box_masks(np.zeros((0, 4)), [], 2, 3), False)
+    datasets.iter_test_batches(config)
+  np.testing.assert_array_equal(preprocess.box_masks(np.zeros((0, 4)), [], 2, 3), False)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import explainer as explainer_config, explainer_paper
-from rise_jax.explainer import experiment
+from experiments.tasks import explainer as experiment
 from rise_jax.metrics.explainer import explainer_scores
 from tests import data_fixtures as fx
 

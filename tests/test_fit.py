@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.tasks import classifier as classifier_task
 from rise_jax.data import synthetic
 from rise_jax.models.resnet import ResNet
 from rise_jax.models.tiny import TinyCNN
@@ -73,10 +74,10 @@ def test_train_and_evaluate_quick_config(tmp_path):
   from configs import classifier as cfg_lib
 
   config = cfg_lib.get_config("quick")
-  out = classifier.train_and_evaluate(config, str(tmp_path))
+  out = classifier_task.train_and_evaluate(config, str(tmp_path))
   assert 0.0 <= out["test_map"] <= 1.0 and len(out["per_class_ap"]) == 6
   assert (tmp_path / "results.json").exists() and (tmp_path / "history.json").exists()
-  again = classifier.train_and_evaluate(config, str(tmp_path))  # resumes: nothing to train
+  again = classifier_task.train_and_evaluate(config, str(tmp_path))  # resumes: nothing to train
   assert again["test_map"] == out["test_map"]
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from configs import iassa as iassa_config
-from rise_jax import iassa_experiment as ie
-from rise_jax.metrics import causal, segmentation
+from experiments.tasks import datasets, iassa_table as ie
+from rise_jax import viz
+from rise_jax.metrics import causal, scoring, segmentation
 
 
 def test_scaled_settings_by_hand():
@@ -38,26 +39,26 @@ def test_scaled_settings_by_hand():
 
 def test_select_pairs_all_and_first():
   labels = np.array([[0, 1, 1], [0, 0, 0], [1, 0, 0]], np.float32)
-  img, cls = ie.select_pairs(labels, "all")
+  img, cls = scoring.select_pairs(labels, "all")
   np.testing.assert_array_equal(img, [0, 0, 2])
   np.testing.assert_array_equal(cls, [1, 2, 0])
-  img, cls = ie.select_pairs(labels, "first")
+  img, cls = scoring.select_pairs(labels, "first")
   np.testing.assert_array_equal(img, [0, 2])
   np.testing.assert_array_equal(cls, [1, 0])
   with pytest.raises(ValueError, match="classes must be one of"):
-    ie.select_pairs(labels, "top1")
+    scoring.select_pairs(labels, "top1")
 
 
 def test_pixel_level_class_mean_and_paired_difference_by_hand():
-  np.testing.assert_allclose(ie.pixel_level([0.5, 0.2, 1.0], [10, 0, 4]), [0.05, 0.0, 0.25])
+  np.testing.assert_allclose(scoring.pixel_level([0.5, 0.2, 1.0], [10, 0, 4]), [0.05, 0.0, 0.25])
   # class 0: (1 + 0) / 2; classes 1 and 2: 1 -> (0.5 + 1 + 1) / 3
-  assert ie.class_mean([1, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(2.5 / 3)
-  assert math.isnan(ie.class_mean([], []))
+  assert scoring.class_mean([1, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(2.5 / 3)
+  assert math.isnan(scoring.class_mean([], []))
   d = ie.paired_difference([1.0, 2.0, 3.0], [0.0, 2.0, 1.0])  # d = 1, 0, 2; std 1
   assert d == pytest.approx({"mean": 1.0, "se": 1 / math.sqrt(3), "wins": 2 / 3})
   assert ie.paired_difference([1.0], [0.5]) == {"mean": 0.5, "se": 0.0, "wins": 1.0}
   with pytest.raises(ValueError, match="same shape"):
-    ie.pixel_level([1.0], [1, 2])
+    scoring.pixel_level([1.0], [1, 2])
 
 
 def test_summarise_by_hand():
@@ -65,7 +66,7 @@ def test_summarise_by_hand():
             "f1": np.array([0.5, 0.0, 1.0]), "iou": np.array([0.25, 0.0, 1.0]),
             "pointing": np.array([1.0, 0.0, -1.0]),  # the third pair has no GT pixel
             "pointing_strict": np.array([0.0, 0.0, -1.0]), "area": np.array([10, 0, 5])}
-  out = ie.summarise(scores, np.array([0, 1, 1]))
+  out = scoring.summarise(scores, np.array([0, 1, 1]))
   assert out["image"]["deletion"] == pytest.approx(0.4)
   assert out["image"]["f1"] == pytest.approx(0.5)
   assert out["image"]["pointing"] == pytest.approx(0.5)  # class 0: 1, class 1: 0
@@ -94,7 +95,7 @@ def _probs(x):
 def test_score_maps_matches_the_metric_functions():
   images, gt, maps = _toy()
   ids = np.array([0, 1, 0])
-  got = ie.score_maps(_probs, images, maps, gt, ids, step=8, tolerance=1.5, chunk=2)
+  got = scoring.score_maps(_probs, images, maps, gt, ids, step=8, tolerance=1.5, chunk=2)
   ref_del, _ = causal.deletion(_probs, images, maps, ids, step=8)
   ref_ins, _ = causal.insertion(_probs, images, maps, ids, step=8)
   np.testing.assert_allclose(got["deletion"], ref_del, rtol=1e-6)
@@ -104,17 +105,17 @@ def test_score_maps_matches_the_metric_functions():
     assert (got["f1"][p], got["iou"][p], got["area"][p]) == (s["f1"], s["iou"], s["area"])
   assert got["pointing"][1] == 1 and got["pointing_strict"][1] == 1
   with pytest.raises(ValueError, match="must agree"):
-    ie.score_maps(_probs, images, maps[:2], gt, ids, step=8, tolerance=1.0)
+    scoring.score_maps(_probs, images, maps[:2], gt, ids, step=8, tolerance=1.0)
 
 
 def test_save_figure_writes_a_png(tmp_path):
   images, gt, maps = _toy(2)
-  path = ie.save_figure(str(tmp_path / "f.png"), images, gt,
+  path = viz.save_map_grid(str(tmp_path / "f.png"), images, gt,
                         [("a", maps[:2]), ("b", maps[:2])], ["m1", "m2"], [0, 1])
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with pytest.raises(ValueError, match="titles"):
-    ie.save_figure(str(tmp_path / "g.png"), images, gt, [("a", maps[:2])], ["m1"], [0])
+    viz.save_map_grid(str(tmp_path / "g.png"), images, gt, [("a", maps[:2])], ["m1"], [0])
 
 
 def test_configs_and_clear_errors_for_missing_coco_paths(tmp_path):
@@ -127,7 +128,7 @@ def test_configs_and_clear_errors_for_missing_coco_paths(tmp_path):
   with pytest.raises(ValueError, match="variant"):
     iassa_config.get_config("imagenet")
   with pytest.raises(ValueError, match="coco_annotations"):
-    ie.load_test(coco)
+    datasets.load_test(coco)
   bad = iassa_config.get_config("quick")
   bad.data.name = "coco"
   with pytest.raises(ValueError, match="source='registry'"):
@@ -147,7 +148,7 @@ def test_quick_config_end_to_end(tmp_path):
     assert list(results["table"][level]) == rows
     for row in rows:
       values = results["table"][level][row]
-      for metric in ie.METRICS:
+      for metric in scoring.METRICS:
         assert np.isfinite(values[metric]), (level, row, metric)
         if level == "image":
           assert 0.0 <= values[metric] <= 1.0, (row, metric, values[metric])

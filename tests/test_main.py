@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from rise_jax import main_job
+from experiments.tasks import main_job, run_folder, runners, segmentation_rise
 
 
 def _fake_results():
@@ -100,8 +100,8 @@ def test_demote_shifts_headings():
 def test_mass_in_mask():
   sal = np.array([[0.0, 1.0], [2.0, 4.0]])
   mask = np.array([[0, 1], [0, 1]])
-  assert main_job._mass_in_mask(sal, mask) == pytest.approx(5 / 7)
-  assert main_job._mass_in_mask(np.full((2, 2), 4.0), mask) == 0.0
+  assert segmentation_rise._mass_in_mask(sal, mask) == pytest.approx(5 / 7)
+  assert segmentation_rise._mass_in_mask(np.full((2, 2), 4.0), mask) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -156,18 +156,23 @@ def test_rerun_reuses_every_stage(quick_run, monkeypatch):
   def fail(*args, **kwargs):
     raise AssertionError("a finished stage was recomputed")
 
-  monkeypatch.setattr(main_job, "segmentation_rise_stage", fail)
-  for name in main_job._RUNNERS:
-    monkeypatch.setitem(main_job._RUNNERS, name, fail)
+  for name in runners.RUNNERS:
+    monkeypatch.setitem(runners.RUNNERS, name, fail)
   again = main_job.run(config, workdir)
   assert all(s["reused"] for s in again["seconds"].values())
   assert again["orderings"] == summary["orderings"]
-  # A changed stage config reruns only that stage.
+  # A changed stage config is refused (never reused) unless asked to start over; then only
+  # that stage reruns.
   config = default.get_config("quick")
   config.segmentation_rise.num_masks = 60
+  with pytest.raises(run_folder.RunFolderError, match="num_masks"):
+    monkeypatch.setitem(runners.RUNNERS, "segmentation_rise",
+                        segmentation_rise.train_and_evaluate)
+    main_job.run(config, workdir)
   calls = []
-  monkeypatch.setattr(main_job, "segmentation_rise_stage",
+  monkeypatch.setitem(runners.RUNNERS, "segmentation_rise",
                       lambda *a: calls.append(a) or summary["stages"]["segmentation_rise"])
+  config.overwrite = True
   third = main_job.run(config, workdir)
   assert len(calls) == 1 and not third["seconds"]["segmentation_rise"]["reused"]
   assert third["seconds"]["rise"]["reused"]

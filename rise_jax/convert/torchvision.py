@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rise_jax.convert import common
+from rise_jax.models import deeplab, resnet, vgg
 
 # arch -> (state_dict key of the classifier weight, whose rows give num_classes; default).
 _HEADS: dict[str, tuple[str, int]] = {
@@ -60,18 +61,12 @@ def build_module(arch: str, num_classes: int) -> Any:
     ValueError: For an unknown ``arch``.
   """
   if arch.startswith("resnet") and arch in _HEADS:
-    from rise_jax.models import resnet
-
     ctor = {"resnet18": resnet.ResNet18, "resnet34": resnet.ResNet34,
             "resnet50": resnet.ResNet50, "resnet101": resnet.ResNet101}[arch]
     return ctor(num_classes=num_classes)
   if arch in ("vgg16", "vgg16_bn"):
-    from rise_jax.models import vgg
-
     return (vgg.VGG16BN if arch == "vgg16_bn" else vgg.VGG16)(num_classes=num_classes)
   if arch == "deeplabv3_resnet50":
-    from rise_jax.models import deeplab
-
     return deeplab.DeepLabV3(num_classes=num_classes, backbone="resnet50", output_stride=8)
   raise ValueError(f"unknown torchvision architecture {arch!r}; known: {list(ARCHS)}")
 

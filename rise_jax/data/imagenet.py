@@ -30,9 +30,11 @@ _MAX_LISTED = 5
 
 def class_names() -> list[str] | None:
   """The 1000 class names in label order (``None`` if the packaged list is absent)."""
-  from rise_jax.models.registry import imagenet_class_names
-
-  return imagenet_class_names()
+  path = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return [line.strip() for line in f if line.strip()]
 
 
 def read_label_file(path: str | os.PathLike, num_classes: int = NUM_CLASSES

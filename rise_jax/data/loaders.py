@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 import tqdm
 
+from rise_jax.data import coco, voc
 from rise_jax.data.preprocess import preprocess_example
 
 
@@ -87,8 +88,6 @@ def explainer_splits(data, progress: bool = True) -> tuple[dict, dict, dict]:
     ValueError: An unknown dataset name or a missing test-set path.
     FileNotFoundError: A dataset that is not prepared (the message names the folder).
   """
-  from rise_jax.data import coco, voc
-
   kw = dict(size=data.image_size, num_classes=data.num_classes, progress=progress)
   data_dir = data.get("data_dir") or None
   if data.name == "voc":

@@ -20,15 +20,18 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from rise_jax.models.registry import IMAGENET_MEAN, IMAGENET_STD, resize_bilinear
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "Examples",
+    "box_masks",
     "multi_hot",
     "preprocess_example",
     "read_image",
+    "resize_image",
     "resize_nearest",
     "tfds_objects",
     "tfds_source",
@@ -37,6 +40,63 @@ __all__ = [
 ]
 
 _ERRORS = ("raise", "skip")
+
+
+def _resize_weights(in_size: int, out_size: int) -> np.ndarray:
+  """float64[out, in] weights of antialiased bilinear resizing along one axis.
+
+  The triangle-kernel formula of ``jax.image.resize(..., "bilinear", antialias=True)``
+  (``jax._src.image.scale.compute_weight_mat`` with translation 0), in NumPy so that photos of
+  many different sizes need no per-shape XLA compilation.
+  """
+  scale = out_size / in_size
+  kernel_scale = max(1.0 / scale, 1.0)
+  sample = (np.arange(out_size) + 0.5) / scale - 0.5
+  x = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / kernel_scale
+  w = np.maximum(0.0, 1.0 - x)
+  total = w.sum(axis=0, keepdims=True)
+  w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps,
+               w / np.where(total != 0, total, 1), 0.0)
+  inside = (sample >= -0.5) & (sample <= in_size - 0.5)
+  return np.where(inside[None, :], w, 0.0).T
+
+
+def resize_image(image, shape: tuple[int, int]) -> np.ndarray:
+  """Antialiased bilinear resize of ``float[H, W, C]`` to ``float32[h, w, C]``.
+
+  Equal (to float32 rounding) to ``jax.image.resize(image, (h, w, C), "bilinear",
+  antialias=True)``, computed as two NumPy matrix products.
+  """
+  arr = np.asarray(image, np.float32)
+  wh = _resize_weights(arr.shape[0], shape[0]).astype(np.float32)
+  ww = _resize_weights(arr.shape[1], shape[1]).astype(np.float32)
+  return np.einsum("ih,hwc,jw->ijc", wh, arr, ww, optimize=True).astype(np.float32)
+
+
+def box_masks(boxes, box_label, num_classes: int, size: int) -> np.ndarray:
+  """Per-class union of boxes as masks (TorchRay's box ground truth of the pointing game).
+
+  Args:
+    boxes: float[k, 4] ``(ymin, xmin, ymax, xmax)`` in pixels, end exclusive.
+    box_label: int[k] class of each box.
+    num_classes: ``C``.
+    size: Image side ``S``.
+
+  Returns:
+    bool[S, S, C]: pixel ``[floor(ymin), ceil(ymax)) x [floor(xmin), ceil(xmax))`` of each box
+    set in its class's channel.
+  """
+  out = np.zeros((size, size, num_classes), bool)
+  b = np.asarray(boxes, np.float64).reshape(-1, 4)
+  labels = np.asarray(box_label, np.int64).reshape(-1)
+  if b.shape[0] != labels.shape[0]:
+    raise ValueError(f"boxes [k, 4] and box_label [k] must agree, got {list(b.shape)} and "
+                     f"{list(labels.shape)}")
+  for (y0, x0, y1, x1), c in zip(b, labels):
+    y0, x0 = max(int(np.floor(y0)), 0), max(int(np.floor(x0)), 0)
+    y1, x1 = min(int(np.ceil(y1)), size), min(int(np.ceil(x1)), size)
+    out[y0:y1, x0:x1, c] = True
+  return out
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -167,7 +227,7 @@ def preprocess_example(
   if mean_arr.shape != (3,) or std_arr.shape != (3,):
     raise ValueError(f"mean and std must have 3 entries, got {list(mean)} and {list(std)}")
   h, w = img.shape[:2]
-  resized = resize_bilinear(img, (size, size))
+  resized = resize_image(img, (size, size))
   out: dict[str, Any] = dict(metadata)
   out["image"] = ((resized - mean_arr) / std_arr).astype(np.float32)
 

@@ -10,7 +10,6 @@ cache folder ``$RISE_JAX_CACHE/<name>`` (default ``~/.cache/rise_jax/<name>``).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import os
 from collections.abc import Callable, Sequence
@@ -20,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rise_jax.data import imagenet, preprocess as preprocess_lib
+from rise_jax.models import common
 from rise_jax.train import checkpoint
-
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +42,8 @@ class Spec:
   num_classes: int = 1000
   input_size: int = 224
   resize: int = 256
-  mean: tuple[float, float, float] = IMAGENET_MEAN
-  std: tuple[float, float, float] = IMAGENET_STD
+  mean: tuple[float, float, float] = preprocess_lib.IMAGENET_MEAN
+  std: tuple[float, float, float] = preprocess_lib.IMAGENET_STD
   convert_hint: str = ("python -m experiments.convert_weights --arch {name} "
                        "--torch-weights PATH.pth")
 
@@ -87,37 +85,6 @@ def build(name: str, num_classes: int | None = None, **kwargs):
   return ctor(num_classes=s.num_classes if num_classes is None else num_classes, **kwargs)
 
 
-def _resize_weights(in_size: int, out_size: int) -> np.ndarray:
-  """float64[out, in] weights of antialiased bilinear resizing along one axis.
-
-  The triangle-kernel formula of ``jax.image.resize(..., "bilinear", antialias=True)``
-  (``jax._src.image.scale.compute_weight_mat`` with translation 0), in NumPy so that photos of
-  many different sizes need no per-shape XLA compilation.
-  """
-  scale = out_size / in_size
-  kernel_scale = max(1.0 / scale, 1.0)
-  sample = (np.arange(out_size) + 0.5) / scale - 0.5
-  x = np.abs(sample[None, :] - np.arange(in_size)[:, None]) / kernel_scale
-  w = np.maximum(0.0, 1.0 - x)
-  total = w.sum(axis=0, keepdims=True)
-  w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps,
-               w / np.where(total != 0, total, 1), 0.0)
-  inside = (sample >= -0.5) & (sample <= in_size - 0.5)
-  return np.where(inside[None, :], w, 0.0).T
-
-
-def resize_bilinear(image, shape: tuple[int, int]) -> np.ndarray:
-  """Antialiased bilinear resize of ``float[H, W, C]`` to ``float32[h, w, C]``.
-
-  Equal (to float32 rounding) to ``jax.image.resize(image, (h, w, C), "bilinear",
-  antialias=True)``, computed as two NumPy matrix products.
-  """
-  arr = np.asarray(image, np.float32)
-  wh = _resize_weights(arr.shape[0], shape[0]).astype(np.float32)
-  ww = _resize_weights(arr.shape[1], shape[1]).astype(np.float32)
-  return np.einsum("ih,hwc,jw->ijc", wh, arr, ww, optimize=True).astype(np.float32)
-
-
 def preprocess(photo, s: Spec) -> np.ndarray:
   """uint8[H, W, 3] photo -> float32[S, S, 3]: resize the shorter side to ``s.resize``
   (bilinear, antialiased), centre-crop ``s.input_size``, normalise with mean/std."""
@@ -129,7 +96,7 @@ def preprocess(photo, s: Spec) -> np.ndarray:
   h, w = arr.shape[:2]
   scale = s.resize / min(h, w)
   nh, nw = max(s.input_size, round(h * scale)), max(s.input_size, round(w * scale))
-  img = resize_bilinear(arr, (nh, nw))
+  img = preprocess_lib.resize_image(arr, (nh, nw))
   top, left = (nh - s.input_size) // 2, (nw - s.input_size) // 2
   img = img[top:top + s.input_size, left:left + s.input_size]
   return ((img - np.asarray(s.mean, np.float32)) / np.asarray(s.std, np.float32)).astype(
@@ -174,19 +141,10 @@ class Classifier:
     """Softmax probabilities float32[B, C] of photos (uint8) or preprocessed images."""
     return np.asarray(self.black_box("softmax")(self._batch(images)))
 
-  @functools.cache  # noqa: B019 - one jitted function per output kind and instance
   def black_box(self, output: str = "softmax") -> Callable[[jax.Array], jax.Array]:
-    """A jitted ``images float32[b, S, S, 3] -> scores float32[b, C]`` for every method."""
-    if output not in ("softmax", "sigmoid", "logits"):
-      raise ValueError(f"output must be 'softmax', 'sigmoid' or 'logits', got {output!r}")
-    module, variables = self.module, self.variables
-    act = {"softmax": jax.nn.softmax, "sigmoid": jax.nn.sigmoid, "logits": lambda z: z}[output]
-
-    @jax.jit
-    def fn(images):
-      return act(module.apply(variables, images)[0].astype(jnp.float32))
-
-    return fn
+    """A jitted ``images float32[b, S, S, 3] -> scores float32[b, C]`` for every method
+    (:func:`rise_jax.models.common.black_box`; one compiled function per output kind)."""
+    return common.black_box(self.module.apply, self.variables, output)
 
   def __hash__(self):
     return id(self)
@@ -219,40 +177,6 @@ def load(name: str, path: str | os.PathLike | None = None, *, num_classes: int |
       lambda: module.init(jax.random.key(0), jnp.zeros((1, s.input_size, s.input_size, 3))))
   variables = checkpoint.load_variables(path, template=template)
   if class_names is None and (num_classes or s.num_classes) == 1000:
-    class_names = imagenet_class_names()
+    class_names = imagenet.class_names()
   return Classifier(name=name, module=module, variables=variables, spec=s,
                     class_names=class_names)
-
-
-def imagenet_class_names() -> list[str] | None:
-  """The 1000 ImageNet class names shipped with the package (None if the file is absent)."""
-  path = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip()]
-
-
-def load_explanandum(arch: str, weights: str | None, *, image_size: int,
-                     num_classes: int) -> Classifier:
-  """:func:`load` for an experiment config's ``explanandum`` section, with its checks.
-
-  Args:
-    arch: Registry architecture name (must be non-empty).
-    weights: Orbax folder of the (fine-tuned) weights; empty or ``None``: the cache folder.
-    image_size: The config's ``data.image_size``; must be the architecture's input size.
-    num_classes: The dataset's class count (the head size of the weights).
-
-  Returns:
-    A :class:`Classifier`.
-
-  Raises:
-    ValueError: For an empty ``arch`` or a mismatched ``image_size``.
-  """
-  if not arch:
-    raise ValueError("explanandum.arch must name a registry architecture (e.g. 'resnet50')")
-  size = spec(arch).input_size
-  if size != image_size:
-    raise ValueError(f"data.image_size must be the architecture's input size {size} for "
-                     f"{arch!r}, got {image_size}")
-  return load(arch, weights or None, num_classes=num_classes)

@@ -20,9 +20,14 @@ import numpy as np
 import optax
 import tqdm
 
+from rise_jax.metrics.classification import (  # noqa: F401 (re-exported)
+  average_precision,
+  mean_average_precision,
+)
+from rise_jax.models import common
+
 Params = Any
 
-_OUTPUTS = ("sigmoid", "softmax", "logits")
 
 
 def _logits(module: nn.Module, params: Params, images: jax.Array) -> jax.Array:
@@ -171,44 +176,7 @@ def black_box(
   Raises:
     ValueError: For an unknown ``output``.
   """
-  if output not in _OUTPUTS:
-    raise ValueError(f"output must be one of {_OUTPUTS}, got {output!r}")
-  post = {"sigmoid": jax.nn.sigmoid, "softmax": jax.nn.softmax, "logits": lambda z: z}[output]
-
-  @jax.jit
-  def scores(images: jax.Array) -> jax.Array:
-    return post(_logits(module, params, images))
-
-  return scores
-
-
-def average_precision(scores: Any, labels: Any) -> float:
-  """Non-interpolated average precision of one class (as scikit-learn computes it).
-
-  Args:
-    scores: float[N] scores.
-    labels: {0, 1}[N] targets.
-
-  Returns:
-    Mean precision at the rank of each positive (ties broken by index); NaN without positives.
-  """
-  s = np.asarray(scores, np.float64)
-  y = np.asarray(labels) > 0.5
-  if not y.any():
-    return float("nan")
-  order = np.argsort(-s, kind="stable")
-  hits = y[order]
-  precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-  return float(precision[hits].mean())
-
-
-def mean_average_precision(scores: Any, labels: Any) -> tuple[float, np.ndarray]:
-  """``(mAP over classes with positives, per-class AP float64[C])``."""
-  s, y = np.asarray(scores), np.asarray(labels)
-  if s.shape != y.shape or s.ndim != 2:
-    raise ValueError(f"scores and labels must both be [N, C], got {s.shape} and {y.shape}")
-  per = np.asarray([average_precision(s[:, c], y[:, c]) for c in range(s.shape[1])])
-  return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan"), per
+  return common.black_box(module.apply, params, output)
 
 
 @flax.struct.dataclass
@@ -402,61 +370,3 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
   return {"variables": to_variables(best_state), "last_variables": to_variables(state),
           "history": history, "best_epoch": best_epoch,
           "val_map": max((h["val_map"] for h in history), default=float("nan"))}
-
-
-def build_module(config) -> nn.Module:
-  """The classifier module a config's ``model`` section names (``resnet`` or ``tiny``)."""
-  from rise_jax.models.resnet import ResNet
-  from rise_jax.models.tiny import TinyCNN
-
-  m, num_classes = config.model, config.data.num_classes
-  if m.name == "resnet":
-    return ResNet(stage_sizes=tuple(m.stage_sizes), block=m.get("block", "basic"),
-                  num_classes=num_classes, width=m.width, stem=m.get("stem", "imagenet"))
-  if m.name == "tiny":
-    return TinyCNN(num_classes=num_classes, features=tuple(m.features))
-  raise ValueError(f"model.name must be 'resnet' or 'tiny', got {m.name!r}")
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains the config's classifier on its dataset, evaluates test mAP, writes the run folder.
-
-  Run folder: ``checkpoints/{latest,best}`` (Orbax; a rerun resumes or reuses them),
-  ``history.json`` and ``results.json`` (test mAP, per-class AP, best epoch).
-
-  Args:
-    config: See ``configs/classifier.py``.
-    workdir: The run folder.
-
-  Returns:
-    ``{"module", "variables" (best epoch), "test_map", "per_class_ap", "history"}``.
-  """
-  import json
-  import os
-
-  from rise_jax.data import synthetic
-
-  if config.data.name != "synthetic":
-    raise ValueError(f"data.name must be 'synthetic' here, got {config.data.name!r} (real "
-                     "datasets load through rise_jax.data.voc / coco / imagenet)")
-  d = config.data
-  kw = dict(seed=config.seed, image_size=d.image_size, num_classes=d.num_classes)
-  train, val = synthetic.make("train", d.num_train, **kw), synthetic.make("val", d.num_val, **kw)
-  test = synthetic.make("test", d.num_test, **kw)
-  module = build_module(config)
-  out = fit(module, train, val, epochs=config.train.epochs, batch_size=config.train.batch_size,
-            learning_rate=config.train.learning_rate, seed=config.seed,
-            head_only=config.train.head_only, schedule=config.train.get("schedule", "constant"),
-            workdir=workdir, progress=config.progress,
-            keep_masks=train["segmentation"].any(-1) if config.train.get("mask_prob") else None,
-            mask_prob=config.train.get("mask_prob", 0.0))
-  scores = black_box(module, out["variables"], "logits")
-  logits = np.concatenate([np.asarray(scores(test["image"][i:i + 256]))
-                           for i in range(0, len(test["image"]), 256)])
-  test_map, per_class = mean_average_precision(logits, test["label"])
-  results = {"test_map": test_map, "per_class_ap": per_class.tolist(),
-             "best_epoch": out["best_epoch"], "val_map": out["val_map"],
-             "history": out["history"]}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  return {"module": module, "variables": out["variables"], **results}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -35,8 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from experiments.tasks import datasets, explanandum, run_folder
+from rise_jax import viz
+from rise_jax.baselines import gradcam
+from rise_jax.data import synthetic
 from rise_jax.explainer import losses
 from rise_jax.explainer.train import create_explainer, explain, train_explainer
+from rise_jax.metrics.class_specific import class_specific_table
+from rise_jax.metrics.explainer import explainer_scores, sanity_baselines
+from rise_jax.models import common
+from rise_jax.rise import rise
 
 # Stalder et al., Table 2 (VOC-2007 test, VGG16), Acc / IoU / Sal / MAE in percent (Sal raw).
 PAPER_TABLE2 = {
@@ -63,11 +70,6 @@ def _batched(fn: Callable, images: np.ndarray, batch_size: int, desc: str,
   return np.concatenate(out)
 
 
-def softmax_black_box(apply_fn: Callable, variables: Any) -> Callable:
-  """Jitted ``float32[b, H, W, 3] -> softmax(logits) float32[b, C]`` of a frozen classifier."""
-  return jax.jit(lambda x: jax.nn.softmax(apply_fn(variables, x)[0], axis=-1))
-
-
 def method_masks(config, explanandum, explainer, test: dict, progress: bool = True,
                  probs_fn: Callable | None = None) -> dict[str, np.ndarray]:
   """Class masks ``float32[B, C, H, W]`` in ``[0, 1]`` of every compared method on ``test``.
@@ -79,14 +81,11 @@ def method_masks(config, explanandum, explainer, test: dict, progress: bool = Tr
     explainer: ``(module, variables)`` of the trained Explainer.
     test: ``{"image": float32[B, H, W, 3], ...}``.
     progress: Show progress bars.
-    probs_fn: RISE's black box (default :func:`softmax_black_box` of the explanandum).
+    probs_fn: RISE's black box (default: the explanandum's softmax).
 
   Returns:
     ``{method name: masks}`` for the methods in ``config.eval.methods``.
   """
-  from rise_jax.baselines import gradcam
-  from rise_jax.rise import rise
-
   apply_fn, variables = explanandum
   module, expl_vars = explainer
   images = np.asarray(test["image"], np.float32)
@@ -98,7 +97,7 @@ def method_masks(config, explanandum, explainer, test: dict, progress: bool = Tr
       out[name] = _batched(functools.partial(explain, module, expl_vars), images, ev.batch_size,
                            "Explainer masks", progress)
     elif name == "RISE":
-      probs = probs_fn or softmax_black_box(apply_fn, variables)
+      probs = probs_fn or common.black_box(apply_fn, variables, "softmax")
       r = ev.rise
       maps = [np.asarray(rise(probs, images[i], jax.random.fold_in(jax.random.key(r.seed), i),
                               num_masks=r.num_masks, grid_size=r.grid_size, p1=r.p1,
@@ -133,9 +132,6 @@ def score_methods(probs_fn: Callable, test: dict, masks: dict[str, np.ndarray],
     "diagonal_mean", "off_diagonal_mean", "none_mean"}}, "seconds_per_image": {...},
     "num_images"}``.
   """
-  from rise_jax.metrics.class_specific import class_specific_table
-  from rise_jax.metrics.explainer import explainer_scores, sanity_baselines
-
   labels = np.asarray(test["label"]) > 0
   keep = labels.any(axis=1)
   images = np.asarray(test["image"], np.float32)[keep]
@@ -194,50 +190,9 @@ def tables_markdown(results: dict, class_names: list[str] | None = None) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _synthetic_splits(config) -> tuple[dict, dict, dict]:
-  from rise_jax.data import synthetic
-
-  d = config.data
-  kw = dict(seed=config.seed, image_size=d.image_size, num_classes=d.num_classes)
-  return (synthetic.make("train", d.num_train, **kw), synthetic.make("val", d.num_val, **kw),
-          synthetic.make("test", d.num_test, **kw))
-
-
-def _explanandum(config, workdir: str, progress: bool):
-  """``(apply_fn, variables, class_names)`` of the frozen classifier of the config."""
-  e = config.explanandum
-  if e.source == "train":
-    from rise_jax.data import synthetic
-    from rise_jax.train import classifier
-
-    out = classifier.train_and_evaluate(e.classifier, e.get("classifier_dir") or
-                                        os.path.join(workdir, "classifier"))
-    names = list(synthetic.CLASS_NAMES[:config.data.num_classes])
-    return out["module"].apply, out["variables"], names
-  if e.source == "registry":
-    from rise_jax.models import registry
-
-    clf = registry.load(e.arch, e.weights or None, num_classes=config.data.num_classes)
-    return clf.module.apply, clf.variables, None
-  raise ValueError(f"explanandum.source must be 'train' or 'registry', got {e.source!r}")
-
-
 def _denormalize(config) -> Callable | None:
   """Display colours of the config's dataset (synthetic only; else min-max per image)."""
-  if config.data.name == "synthetic":
-    from rise_jax.data import synthetic
-
-    return synthetic.denormalize
-  return None
-
-
-def load_splits(config) -> tuple[dict, dict, dict]:
-  """Train/val/test arrays ``{"image", "label", "segmentation"}`` of the config's dataset."""
-  if config.data.name == "synthetic":
-    return _synthetic_splits(config)
-  from rise_jax.data import loaders
-
-  return loaders.explainer_splits(config.data, progress=config.get("progress", True))
+  return synthetic.denormalize if config.data.name == "synthetic" else None
 
 
 def coefficients(config) -> losses.Coefficients:
@@ -246,37 +201,6 @@ def coefficients(config) -> losses.Coefficients:
   coeffs = losses.preset(c.preset)
   overrides = {k: v for k, v in c.get("coefficients", {}).items() if v is not None}
   return dataclasses.replace(coeffs, **overrides) if overrides else coeffs
-
-
-def save_mask_figures(folder: str, test: dict, masks: dict[str, np.ndarray],
-                      num_images: int, denormalize: Callable | None = None) -> list[str]:
-  """One PNG per test image: the image, its ground truth and each method's target mask.
-
-  Args:
-    folder: Output folder (``image_XXX.png``).
-    test: ``{"image": float32[B, H, W, 3], "label": multi-hot [B, C], "segmentation":
-      bool[B, H, W, C]}``.
-    masks: ``{method: float32[B, C, H, W]}`` (timing entries are skipped).
-    num_images: How many of the first images with a present class to draw.
-    denormalize: Maps normalised images back to display colours (default: min-max per image).
-
-  Returns:
-    The written paths.
-  """
-  from rise_jax import viz
-
-  labels = np.asarray(test["label"]) > 0
-  names = [k for k in masks if not k.endswith("_seconds_per_image")]
-  paths = []
-  for i in np.flatnonzero(labels.any(axis=1))[:max(num_images, 0)]:
-    gt = (np.asarray(test["segmentation"][i], bool) & labels[i]).any(-1).astype(np.float32)
-    target = [np.asarray(masks[k][i], np.float32)[labels[i]].max(axis=0) for k in names]
-    image = np.asarray(test["image"][i], np.float32)
-    paths.append(viz.save_overlays(
-        os.path.join(folder, f"image_{i:03d}.png"),
-        denormalize(image) if denormalize else image, np.stack([gt, *target]),
-        ["G.T.", *names]))
-  return paths
 
 
 def trained_explainer(config, workdir: str) -> dict:
@@ -292,8 +216,9 @@ def trained_explainer(config, workdir: str) -> dict:
     split}``.
   """
   os.makedirs(workdir, exist_ok=True)
-  apply_fn, variables, class_names = _explanandum(config, workdir, config.progress)
-  train, val, test = load_splits(config)
+  model = explanandum.load(config, workdir)
+  apply_fn, variables, class_names = model.apply_fn, model.variables, model.class_names
+  train, val, test = datasets.load_splits(config)
   c = config.explainer
   module = create_explainer(train["label"].shape[1], backbone=c.backbone, width=c.width,
                             output_stride=c.output_stride, stem=c.get("stem", "imagenet"))
@@ -316,23 +241,23 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     The results dict written to ``workdir/results.json``.
   """
-  progress = config.progress
+  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+
+
+def _evaluate(config, workdir: str) -> dict:
   run = trained_explainer(config, workdir)
   apply_fn, variables, class_names = run["explanandum"]
   module, fit, test = run["module"], run["fit"], run["test"]
-  probs_fn = softmax_black_box(apply_fn, variables)
+  probs_fn = common.black_box(apply_fn, variables, "softmax")
   masks = method_masks(config, (apply_fn, variables), (module, fit["variables"]), test,
-                       progress, probs_fn)
+                       config.progress, probs_fn)
   results = score_methods(probs_fn, test, masks, config.eval.batch_size)
   results["explainer_training"] = {"best_epoch": fit["best_epoch"],
                                    "stopped_early": fit["stopped_early"],
                                    "history": fit["history"]}
   results["class_names"] = class_names
-  results["figures"] = [os.path.relpath(p, workdir) for p in save_mask_figures(
+  results["figures"] = [os.path.relpath(p, workdir) for p in viz.save_mask_figures(
       os.path.join(workdir, "figures"), test, masks, config.eval.get("figure_images", 4),
       _denormalize(config))]
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(tables_markdown(results, class_names))
+  run_folder.write_text(os.path.join(workdir, "tables.md"), tables_markdown(results, class_names))
   return results

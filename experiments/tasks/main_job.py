@@ -5,20 +5,20 @@ stages in order, each in its own subfolder of ``workdir``:
 
 ========================  ======================================================================
 ``classifier``            the explanandum: a small ResNet trained on the synthetic shapes
-                          (:func:`rise_jax.train.classifier.train_and_evaluate`); every later
+                          (:func:`experiments.tasks.classifier.train_and_evaluate`); every later
                           stage explains this one model (``explanandum.classifier_dir``)
 ``rise``                  RISE Table 1 (deletion / insertion AUC) and Table 2 (pointing game,
                           all / difficult, centre baseline) for RISE, Grad-CAM and occlusion
-                          (:func:`rise_jax.rise_experiment.train_and_evaluate`)
+                          (:func:`experiments.tasks.rise_tables.train_and_evaluate`)
 ``explainer``             NN-Explainer Tables 1-2 (class-specific masking; Acc / IoU / Sal / MAE
                           with the sanity rows) against RISE and Grad-CAM
-                          (:func:`rise_jax.explainer.experiment.train_and_evaluate`)
+                          (:func:`experiments.tasks.explainer.train_and_evaluate`)
 ``segmentation_rise``     Segmentation RISE (``mean`` and ``max`` merges) explaining the trained
                           Explainer, a DeepLabV3 that outputs per-pixel class scores
 ``iassa``                 IASSA Table 1 (image and pixel level) against RISE
-                          (:func:`rise_jax.iassa_experiment.train_and_evaluate`)
+                          (:func:`experiments.tasks.iassa_table.train_and_evaluate`)
 ``caption``               RISE for captioning: per-word maps of a small captioner, noun pointing
-                          game (:func:`rise_jax.caption_experiment.train_and_evaluate`)
+                          game (:func:`experiments.tasks.caption.train_and_evaluate`)
 ========================  ======================================================================
 
 Then it writes ``tables.md`` (every stage's tables beside the papers' numbers, after a list of the
@@ -28,10 +28,9 @@ orderings, stage timings, figure paths), ``summary.csv`` (one row per headline n
 IASSA maps over iterations, Segmentation RISE maps) stay in their stage folders and are listed in
 ``results.json``.
 
-Rerun reuse: a finished stage leaves ``<stage>/stage.json`` holding its config (JSON); a rerun
-whose stage config is unchanged loads the stage's ``results.json`` instead of recomputing it. The
-classifier, Explainer and captioner checkpoints are also reused (and a killed training run
-resumes) by the stage functions themselves.
+Rerun reuse goes through :mod:`experiments.tasks.run_folder`: a stage folder finished with the
+same config (which embeds every upstream stage's config) is reused; one of another config is
+refused unless ``config.overwrite``; a killed training run resumes.
 """
 
 from __future__ import annotations
@@ -41,18 +40,15 @@ import glob
 import json
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 
-from rise_jax.fingerprint import config_fingerprint
+from experiments.tasks import run_folder, runners
+from rise_jax import viz
 
-STAGES = ("classifier", "rise", "explainer", "segmentation_rise", "iassa", "caption")
+STAGES = runners.STAGES
 _NEEDS_EXPLAINER = ("segmentation_rise",)
 
 
@@ -85,6 +81,7 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
       c = ml_collections.ConfigDict(config.classifier.to_dict())
     elif name == "segmentation_rise":
       c = ml_collections.ConfigDict(config.segmentation_rise.to_dict())
+      c.explainer = ml_collections.ConfigDict(out["explainer"].to_dict())  # upstream stage
     else:
       c = ml_collections.ConfigDict(config[name].to_dict())
       if "explanandum" in c:
@@ -93,190 +90,9 @@ def stage_configs(config: ml_collections.ConfigDict, workdir: str
     if "progress" in c:
       c.progress = config.progress
     c.workdir = os.path.join(workdir, name)
+    c.overwrite = bool(config.get("overwrite", False))
     out[name] = c
   return out
-
-
-def _stage_cached(folder: str, config: ml_collections.ConfigDict) -> dict | None:
-  """The stage's saved results when it finished with the same config, else ``None``."""
-  try:
-    with open(os.path.join(folder, "stage.json")) as f:
-      saved = json.load(f)
-    with open(os.path.join(folder, "results.json")) as f:
-      results = json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
-  return results if saved.get("config") == config_fingerprint(config)[0] else None
-
-
-def _mark_done(folder: str, config: ml_collections.ConfigDict, seconds: float) -> None:
-  with open(os.path.join(folder, "stage.json"), "w") as f:
-    json.dump({"config": config_fingerprint(config)[0], "seconds": seconds}, f, indent=2)
-
-
-# ----------------------------------------------------------------------------------------------
-# Stages.
-
-
-def _run_classifier(config, workdir: str, context: dict) -> dict:
-  from rise_jax.train import classifier
-
-  out = classifier.train_and_evaluate(config, workdir)
-  return {k: v for k, v in out.items() if k not in ("module", "variables")}
-
-
-def _run_rise(config, workdir: str, context: dict) -> dict:
-  from rise_jax import rise_experiment
-
-  return rise_experiment.train_and_evaluate(config, workdir)
-
-
-def _run_explainer(config, workdir: str, context: dict) -> dict:
-  from rise_jax.explainer import experiment
-
-  return experiment.train_and_evaluate(config, workdir)
-
-
-def _run_iassa(config, workdir: str, context: dict) -> dict:
-  from rise_jax import iassa_experiment
-
-  return iassa_experiment.train_and_evaluate(config, workdir)
-
-
-def _run_caption(config, workdir: str, context: dict) -> dict:
-  from rise_jax import caption_experiment
-
-  return caption_experiment.train_and_evaluate(config, workdir)
-
-
-def _mass_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
-  """Fraction of the saliency mass above the map's minimum inside ``mask`` (0 for a constant)."""
-  s = saliency - saliency.min()
-  total = s.sum()
-  return float((s * mask).sum() / total) if total > 0 else 0.0
-
-
-def segmentation_rise_stage(config, explainer_config, explainer_dir: str, workdir: str) -> dict:
-  """Segmentation RISE on the trained Explainer (a per-pixel class-score model).
-
-  The Explainer is a DeepLabV3 whose sigmoid outputs are per-pixel class scores, i.e. a small
-  segmentation model of the synthetic scenes. For each of the first ``config.num_images`` test
-  images and each present class ``c`` whose Explainer segment (pixels with score > ``threshold``)
-  is not empty, the segment's score is explained with :func:`rise_jax.segmentation_rise` under
-  each merge in ``config.merges``. Each merged map is scored against the ground-truth object of
-  ``c``: the pointing game (tolerance 15 px at 224, scaled), with the image centre as the
-  baseline, and the fraction of the map's mass above its minimum inside the object (beside the
-  object's area fraction, which a constant map would score).
-
-  Args:
-    config: ``segmentation_rise`` section of ``configs/default.py``.
-    explainer_config: The Explainer stage's config (model and data).
-    explainer_dir: The Explainer stage's run folder (its finished checkpoint is loaded).
-    workdir: This stage's run folder.
-
-  Returns:
-    The results dict written to ``workdir/results.json``.
-  """
-  from rise_jax import viz
-  from rise_jax.data import synthetic
-  from rise_jax.explainer import experiment
-  from rise_jax.metrics import pointing
-  from rise_jax.rise import segmentation_rise
-
-  if config.num_images < 1 or not 0 < config.threshold < 1:
-    raise ValueError(f"segmentation_rise.num_images must be >= 1 and threshold in (0, 1), got "
-                     f"{config.num_images} and {config.threshold}")
-  os.makedirs(workdir, exist_ok=True)
-  run = experiment.trained_explainer(explainer_config, explainer_dir)
-  module, variables = run["module"], run["fit"]["variables"]
-  test = run["test"]
-  class_names = run["explanandum"][2]
-
-  @jax.jit
-  def seg_fn(x):  # float32[b, H, W, 3] -> per-pixel class scores float32[b, H, W, C]
-    logits, _ = module.apply(variables, x, train=False)
-    return jax.nn.sigmoid(logits)
-
-  images = np.asarray(test["image"], np.float32)
-  size = images.shape[1]
-  tolerance = 15.0 * size / 224.0
-  key = jax.random.key(config.seed)
-  rows, figures = [], []
-  count = min(int(config.num_images), len(images))
-  start = time.perf_counter()
-  for i in tqdm.trange(count, desc="segmentation RISE", disable=not config.progress):
-    scores = np.asarray(seg_fn(jnp.asarray(images[i:i + 1])))[0]
-    panels, titles = [], []
-    for c in np.flatnonzero(np.asarray(test["label"][i]) > 0):
-      region = scores[..., c] > config.threshold
-      if not region.any():
-        continue
-      gt = np.asarray(test["segmentation"][i, :, :, c], bool)
-      row = {"image": int(i), "class": int(c), "segment_area": float(region.mean()),
-             "object_area": float(gt.mean()),
-             "segment_iou": float((region & gt).sum() / max((region | gt).sum(), 1)),
-             "centre_hit": int(pointing.pointing_game(np.zeros_like(gt, np.float32), gt,
-                                                      tolerance=tolerance))}
-      panels.append(region.astype(np.float32))
-      titles.append(f"segment {class_names[c] if class_names else c}")
-      for merge in config.merges:
-        m = np.asarray(segmentation_rise(
-            seg_fn, images[i], jax.random.fold_in(key, i), target_class=int(c), region=region,
-            merge=merge, num_masks=config.num_masks, grid_size=config.grid_size, p1=config.p1,
-            batch_size=config.batch_size))
-        row[f"{merge}_hit"] = int(pointing.pointing_game(m, gt, tolerance=tolerance))
-        row[f"{merge}_mass_in_object"] = _mass_in_mask(m, gt)
-        panels.append(m)
-        titles.append(f"merge={merge}")
-      rows.append(row)
-    if panels and len(figures) < config.figure_images:
-      figures.append(viz.save_overlays(os.path.join(workdir, "figures", f"image_{i:03d}.png"),
-                                       synthetic.denormalize(images[i]), np.stack(panels),
-                                       titles))
-  seconds = time.perf_counter() - start
-  if not rows:
-    raise ValueError("the Explainer segments no present class in the explained test images "
-                     f"(threshold {config.threshold}); nothing to explain")
-
-  def mean(key: str) -> float:
-    return float(np.mean([r[key] for r in rows]))
-
-  table = {merge: {"pointing": mean(f"{merge}_hit"),
-                   "mass_in_object": mean(f"{merge}_mass_in_object")}
-           for merge in config.merges}
-  table["centre"] = {"pointing": mean("centre_hit"), "mass_in_object": mean("object_area")}
-  results = {"table": table, "num_segments": len(rows), "segment_iou": mean("segment_iou"),
-             "tolerance": tolerance, "seconds_per_segment": seconds / len(rows),
-             "rows": rows, "figures": [os.path.relpath(p, workdir) for p in figures],
-             "settings": {k: config[k] for k in ("num_masks", "grid_size", "p1", "threshold",
-                                                 "num_images", "seed")}
-             | {"merges": list(config.merges)}}
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(segmentation_table_markdown(results))
-  return results
-
-
-def segmentation_table_markdown(results: dict) -> str:
-  """The Segmentation RISE table of :func:`segmentation_rise_stage`'s results."""
-  lines = ["# Segmentation RISE on the Explainer (DeepLabV3) segments", "",
-           f"{results['num_segments']} segments (one per present class the Explainer segments; "
-           f"segment IoU with the object {results['segment_iou']:.3f}). Pointing game at "
-           f"{results['tolerance']:.1f} px; mass in object = fraction of the map's mass above "
-           "its minimum inside the ground-truth object (the centre row gives the object's area "
-           "fraction, what a constant map scores). The RISE repository reports no numbers for "
-           "this mode.", "", "| merge | pointing ↑ | mass in object ↑ |", "|---|---|---|"]
-  for name, row in results["table"].items():
-    label = "centre / constant baseline" if name == "centre" else name
-    lines.append(f"| {label} | {row['pointing']:.3f} | {row['mass_in_object']:.3f} |")
-  return "\n".join(lines) + "\n"
-
-
-_RUNNERS: dict[str, Callable[..., dict]] = {
-    "classifier": _run_classifier, "rise": _run_rise, "explainer": _run_explainer,
-    "iassa": _run_iassa, "caption": _run_caption,
-}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -443,50 +259,46 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Args:
     config: The config of ``configs/default.py``.
-    workdir: Run folder; finished stages found there with the same config are reused.
+    workdir: Run folder; each stage reuses its folder's results when its config (with every
+      upstream stage's config) is unchanged, and refuses a folder of another config unless
+      ``config.overwrite``.
 
   Returns:
     The dict written to ``workdir/results.json``: ``{"orderings", "headline", "stages": {stage:
     results}, "seconds": {stage: {"seconds", "reused"}}, "figures"}``.
   """
-  from rise_jax import viz
+  with run_folder.locked(workdir):
+    results, seconds = _run_stages(config, workdir)
+    return _report(config, workdir, results, seconds)
 
-  os.makedirs(workdir, exist_ok=True)
-  configs = stage_configs(config, workdir)
+
+def _run_stages(config, workdir: str) -> tuple[dict, dict]:
   results, seconds = {}, {}
-  for name, cfg in configs.items():
+  for name, cfg in stage_configs(config, workdir).items():
     folder = cfg.workdir
-    cached = _stage_cached(folder, cfg)
-    if cached is not None:
-      with open(os.path.join(folder, "stage.json")) as f:
-        seconds[name] = {"seconds": json.load(f)["seconds"], "reused": True}
-      results[name] = cached
-      if config.progress:
-        print(f"[main] {name}: reused {folder}/results.json", flush=True)
-      continue
     if config.progress:
       print(f"[main] {name} ...", flush=True)
-    os.makedirs(folder, exist_ok=True)
     start = time.perf_counter()
-    if name == "segmentation_rise":
-      out = segmentation_rise_stage(cfg, configs["explainer"], configs["explainer"].workdir,
-                                    folder)
-    else:
-      out = _RUNNERS[name](cfg, folder, results)
-      if name == "classifier":  # its results.json is written by train_and_evaluate
-        with open(os.path.join(folder, "results.json"), "w") as f:
-          json.dump(out, f, indent=2)
+    runner = runners.RUNNERS[name]
+    out, reused = run_folder.reuse_or_run(
+        folder, cfg, lambda r=runner, c=cfg, f=folder, n=name: runners.jsonable_results(n, r(c, f)))
     took = time.perf_counter() - start
-    _mark_done(folder, cfg, took)
-    results[name] = json.loads(json.dumps(out, default=float))
-    seconds[name] = {"seconds": took, "reused": False}
+    if reused:
+      took = (run_folder.read_json(os.path.join(folder, run_folder.MARKER)) or {}).get(
+          "seconds") or took
+    results[name] = json.loads(json.dumps(runners.jsonable_results(name, out), default=float))
+    seconds[name] = {"seconds": took, "reused": reused}
     if config.progress:
-      print(f"[main] {name}: {took:.1f} s", flush=True)
+      print(f"[main] {name}: {'reused' if reused else f'{took:.1f} s'}", flush=True)
+  return results, seconds
 
-  figures_dir = os.path.join(workdir, "figures")
+
+def _report(config, workdir: str, results: dict, seconds: dict) -> dict:
+  """``results.json``, ``summary.csv``, ``tables.md`` and the training curves."""
   histories = _histories(workdir)
   if histories:
-    viz.save_training_curves(os.path.join(figures_dir, "training_curves.png"), histories)
+    viz.save_training_curves(os.path.join(workdir, "figures", "training_curves.png"),
+                             histories)
   order = orderings(results)
   rows = headline_rows(results)
   summary = {
@@ -496,12 +308,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         glob.glob(os.path.join(workdir, "**", "*.png"), recursive=True)),
       "stages": results,
   }
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(summary, f, indent=2, default=float)
+  run_folder.write_json(os.path.join(workdir, "results.json"), summary)
   with open(os.path.join(workdir, "summary.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=["stage", "row", "metric", "value"])
     writer.writeheader()
     writer.writerows(rows)
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(tables_markdown(results, workdir, order, seconds))
+  run_folder.write_text(os.path.join(workdir, "tables.md"),
+                        tables_markdown(results, workdir, order, seconds))
   return summary

@@ -1,13 +1,14 @@
-"""RISE for captioning (RISE paper, eq. 7) on the synthetic shapes scenes, as a library function.
+"""RISE for captioning (RISE paper, eq. 7) on the synthetic shapes scenes.
 
 :func:`train_and_evaluate` runs one config of ``configs/caption.py`` end to end
 (``experiments/explain_caption.py`` only parses the flags):
 
 1. Trains the small attention captioner (:mod:`rise_jax.models.captioner`) on captioned scenes
    (:mod:`rise_jax.data.captions`), or loads it from ``workdir/captioner`` when a finished run
-   is there (a killed run resumes). ``workdir/captioner/fingerprint.json`` records the config
-   parts it was trained with (``seed``, ``data`` but ``num_test``, ``model``, ``train``); a
-   rerun with other values raises instead of reusing or resuming the wrong captioner.
+   is there (a killed run resumes). ``workdir/captioner`` is a run folder
+   (:mod:`experiments.tasks.run_folder`) of the config parts it was trained with (``seed``,
+   ``data`` but ``num_test``, ``model``, ``train``); a rerun with other values raises instead
+   of reusing or resuming the wrong captioner.
 2. Captions the test images greedily; reports how often the caption names exactly the scene's
    shapes, and how often it is the reference caption word for word.
 3. Explains every word of the generated caption of ``eval.num_explain`` test images with
@@ -28,10 +29,8 @@ Outputs under ``workdir``: ``results.json`` (see :func:`train_and_evaluate`), ``
 probability) for the first ``eval.num_png`` images, and with ``eval.save_maps`` ``maps.npz``
 (the scored noun maps and the slot maps, see :func:`train_and_evaluate`).
 
-A rerun whose config fingerprint (:func:`config_fingerprint`: the config as JSON without
-``progress`` and ``workdir``) equals the one stored in ``results.json`` returns that
-``results.json`` without loading the captioner or running RISE (it rewrites ``tables.md`` and
-``training_curves.png`` from it).
+A rerun with the same config returns the stored ``results.json`` without loading the
+captioner or running RISE (:mod:`experiments.tasks.run_folder`).
 """
 
 from __future__ import annotations
@@ -49,7 +48,8 @@ import numpy as np
 import tqdm
 
 import rise_jax
-from rise_jax import caption as caption_lib, fingerprint as fingerprint_lib, viz
+from experiments.tasks import run_folder
+from rise_jax import caption as caption_lib, viz
 from rise_jax.data import captions, synthetic
 from rise_jax.metrics import pointing
 from rise_jax.models import captioner as captioner_lib
@@ -59,7 +59,6 @@ SLOT_GROUPS = ("leftmost", "other_present", "absent")
 _SLOT_LABELS = {"leftmost": "leftmost (the caption's first noun)",
                 "other_present": "other present shapes", "absent": "absent from the scene"}
 CAPTIONER_DIR = "captioner"
-_CAPTIONER_FINGERPRINT = "fingerprint.json"
 
 
 def _jsonable(tree: Any) -> Any:
@@ -67,39 +66,12 @@ def _jsonable(tree: Any) -> Any:
   return json.loads(json.dumps(tree))
 
 
-def config_fingerprint(config) -> dict:
-  """The config as JSON without the entries that do not change the results.
-
-  Args:
-    config: A ``configs/caption.py`` config.
-
-  Returns:
-    :func:`rise_jax.fingerprint.config_fingerprint`'s dict (no ``progress``/``workdir``).
-  """
-  return fingerprint_lib.config_fingerprint(config)[0]
-
-
-def captioner_fingerprint(config) -> dict:
+def captioner_config(config) -> dict:
   """The config parts the trained captioner depends on (everything but ``data.num_test``)."""
   data = config.data.to_dict()
   data.pop("num_test", None)
   return _jsonable({"seed": config.seed, "data": data, "model": config.model.to_dict(),
                     "train": config.train.to_dict()})
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out: dict[str, Any] = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-  return out
-
-
-def _differences(a: dict, b: dict) -> list[str]:
-  """Dotted keys whose values differ between two nested dicts."""
-  fa, fb = _flatten(a), _flatten(b)
-  return sorted(k for k in set(fa) | set(fb) if fa.get(k, "<missing>") != fb.get(k, "<missing>"))
 
 
 def _int_at_least(value, name: str, low: int) -> int:
@@ -181,40 +153,25 @@ def load_or_train_captioner(config, module: captioner_lib.Captioner,
       message names the differing entries), or one whose shapes do not match ``module``.
   """
   run = os.path.join(workdir, CAPTIONER_DIR)
-  fingerprint = captioner_fingerprint(config)
-  fp_path = os.path.join(run, _CAPTIONER_FINGERPRINT)
-  if os.path.exists(fp_path):
-    with open(fp_path) as f:
-      old = json.load(f)
-    started = any(os.path.exists(os.path.join(run, name))
-                  for name in ("history.json", "checkpoints", train_lib.VARIABLES_DIR))
-    if old != fingerprint and started:
-      raise ValueError(
-          f"{run} holds a captioner trained with another config (differs in "
-          f"{_differences(old, fingerprint)}); pass another workdir or delete {run} to retrain")
   size = int(config.data.image_size)
-  epochs = int(config.train.epochs)
-  try:
-    variables = train_lib.load_captioner(run, module, (size, size, 3))
-    with open(os.path.join(run, "history.json")) as f:
-      history = json.load(f)
-    # Without a fingerprint (a run of the old flag script): reused when it is finished.
-    if len(history) >= epochs:
-      return variables, {"history": history, "cached": True, "train_seconds": None}
-  except FileNotFoundError:
-    pass
-  os.makedirs(run, exist_ok=True)
-  with open(fp_path, "w") as f:
-    json.dump(fingerprint, f, indent=2)
-  d, t = config.data, config.train
-  train = captions.make("train", d.num_train, seed=config.seed, image_size=size)
-  val = captions.make("val", d.num_val, seed=config.seed, image_size=size)
-  start = time.time()
-  res = train_lib.fit_captioner(module, train, val, epochs=epochs, batch_size=t.batch_size,
-                                learning_rate=t.learning_rate, bag_weight=t.bag_weight,
-                                seed=config.seed, workdir=run, progress=config.progress)
+  with run_folder.claim(run, captioner_config(config),
+                        overwrite=bool(config.get("overwrite", False))) as claim:
+    cached = claim.cached()
+    if cached is not None:
+      variables = train_lib.load_captioner(run, module, (size, size, 3))
+      return variables, {"history": cached["history"], "cached": True, "train_seconds": None}
+    d, t = config.data, config.train
+    train = captions.make("train", d.num_train, seed=config.seed, image_size=size)
+    val = captions.make("val", d.num_val, seed=config.seed, image_size=size)
+    start = time.time()
+    res = train_lib.fit_captioner(module, train, val, epochs=int(t.epochs),
+                                  batch_size=t.batch_size, learning_rate=t.learning_rate,
+                                  bag_weight=t.bag_weight, seed=config.seed, workdir=run,
+                                  progress=config.progress)
+    seconds = time.time() - start
+    claim.done({"history": res["history"]}, seconds=seconds)
   return res["variables"], {"history": res["history"], "cached": False,
-                            "train_seconds": time.time() - start}
+                            "train_seconds": seconds}
 
 
 def _stats(values: list[float]) -> dict:
@@ -295,55 +252,6 @@ def tables_markdown(results: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def save_training_curves(path: str, history: Sequence[dict]) -> str:
-  """Plots the captioner's train and validation loss per epoch (matplotlib Agg).
-
-  Args:
-    path: Output ``.png``; parent folders are created.
-    history: ``[{"epoch", "train_loss", "val_loss", ...}]`` as written by
-      :func:`rise_jax.train.captioner.fit_captioner`.
-
-  Returns:
-    The path written.
-  """
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
-  if not history:
-    raise ValueError("history must hold at least one epoch, got none")
-  epochs = [h["epoch"] for h in history]
-  fig = Figure(figsize=(5.0, 3.5), dpi=100)
-  ax = fig.add_subplot(1, 1, 1)
-  ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (with bag-of-words)")
-  ax.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation (next word)")
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("loss")
-  ax.set_title("captioner training")
-  ax.legend(loc="best", fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  FigureCanvasAgg(fig)
-  fig.savefig(path, format="png", dpi=100)
-  return path
-
-
-def _write_reports(results: dict, workdir: str) -> None:
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(tables_markdown(results))
-  save_training_curves(os.path.join(workdir, "training_curves.png"),
-                       results["training"]["history"])
-
-
-def _cached_results(workdir: str, fingerprint: dict) -> dict | None:
-  path = os.path.join(workdir, "results.json")
-  try:
-    with open(path) as f:
-      results = json.load(f)
-  except (FileNotFoundError, json.JSONDecodeError):
-    return None
-  return results if results.get("fingerprint") == fingerprint else None
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the captioning experiment (see the module docstring); reruns reuse what they can.
 
@@ -366,7 +274,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ``object_pixel_fraction``; ``rise_seconds``.
     * ``images``: per explained image its ``caption``, ``reference`` and ``nouns`` (``word``,
       ``position``, ``prob``, ``hit`` (1 / 0, -1 hallucinated), ``max_at``).
-    * ``fingerprint``: :func:`config_fingerprint` of ``config``.
+    * ``fingerprint``: the SHA-256 of the config (:func:`run_folder.config_fingerprint`).
 
     With ``eval.save_maps``, ``workdir/maps.npz`` holds ``noun_maps`` float32[P, H, W] (the P
     scored nouns in order), ``noun_image`` / ``noun_class`` / ``noun_position`` /
@@ -378,98 +286,122 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ``workdir/captioner`` trained with another config.
   """
   check_config(config)
-  fingerprint = config_fingerprint(config)
-  os.makedirs(workdir, exist_ok=True)
-  cached = _cached_results(workdir, fingerprint)
-  if cached is not None:
-    _write_reports(cached, workdir)
-    return cached
-  progress = bool(config.progress)
+  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+
+
+def _evaluate(config, workdir: str) -> dict:
   size, seed = int(config.data.image_size), int(config.seed)
-  r, ev = config.rise, config.eval
-  tolerance = float(ev.tolerance) if ev.tolerance is not None else 15.0 * size / 224.0
   module = build_module(config)
   variables, train_info = load_or_train_captioner(config, module, workdir)
-  history = train_info["history"]
-
   # Greedy captions of the test set.
   test = captions.make("test", config.data.num_test, seed=seed, image_size=size)
   pred = captioner_lib.greedy_decode(module, variables, test["image"])
+  explained = _explain(config, workdir, module, variables, test, pred)
+  results = _assemble(config, train_info, test, pred, explained)
+  if config.eval.save_maps:
+    _save_maps(os.path.join(workdir, "maps.npz"), explained, size)
+  run_folder.write_text(os.path.join(workdir, "tables.md"), tables_markdown(results))
+  viz.save_training_curves(os.path.join(workdir, "training_curves.png"),
+                           {"captioner": results["training"]["history"]})
+  return results
+
+
+def _tolerance(config) -> float:
+  tol = config.eval.tolerance
+  return float(tol) if tol is not None else 15.0 * int(config.data.image_size) / 224.0
+
+
+def _explain(config, workdir: str, module, variables, test: dict, pred) -> dict:
+  """Per-word RISE of the generated captions (pointing game for the nouns) and the maps of
+  every shape name at the first noun slot ("a ___", words not in the scene)."""
+  r, ev = config.rise, config.eval
+  num_classes = len(synthetic.CLASS_NAMES)
+  out = {"game": pointing.PointingGame(num_classes, _tolerance(config)),
+         "game15": pointing.PointingGame(num_classes, 15), "hallucinated": 0, "images": [],
+         "slot_groups": {g: [] for g in SLOT_GROUPS}, "noun_maps": [], "noun_meta": [],
+         "slot_maps": [], "num_explain": min(int(ev.num_explain), len(pred))}
+  ctx = {"fn": captioner_lib.caption_model_fn(module, variables),
+         "slot_fn": captioner_lib.next_word_fn(module, variables, [captions.WORD_TO_ID["a"]]),
+         "noun_ids": [captions.noun_id(c) for c in range(num_classes)],
+         "key": jax.random.key(int(config.seed)),
+         "rise_kw": dict(num_masks=int(r.num_masks), grid_size=int(r.grid_size),
+                         p1=float(r.p1), batch_size=int(r.batch_size))}
+  start = time.time()
+  for i in tqdm.trange(out["num_explain"], desc="caption RISE", unit="img",
+                       disable=not config.progress):
+    maps, words, probs = _explain_words(ctx, test, pred, i, out)
+    _explain_slot(ctx, test, i, out, _tolerance(config))
+    if i < ev.num_png:
+      titles = [f"{captions.VOCAB[t]} {p:.2f}" for t, p in zip(words, probs)]
+      viz.save_overlays(os.path.join(workdir, "overlays", f"{i:03d}.png"),
+                        synthetic.denormalize(test["image"][i]), maps, titles)
+  out["seconds"] = time.time() - start
+  return out
+
+
+def _explain_words(ctx: dict, test: dict, pred, i: int, out: dict):
+  image, seg, labels = test["image"][i], test["segmentation"][i], test["label"][i]
+  num_present = int(labels.sum())
+  words = captions.words_of(pred[i])
+  maps, info = caption_lib.caption_rise(ctx["fn"], image, words, ctx["key"], return_info=True,
+                                        **ctx["rise_kw"])
+  maps = np.asarray(maps)
+  record = {"caption": " ".join(captions.decode(pred[i])), "reference": test["caption"][i],
+            "nouns": []}
+  for k, t in enumerate(words):
+    c = captions.noun_class(t)
+    if c is None:
+      continue
+    if labels[c] > 0:
+      res = out["game"].update(maps[k], seg[..., c], c, num_present=num_present)
+      out["game15"].update(maps[k], seg[..., c], c, num_present=num_present)
+      out["noun_maps"].append(maps[k])
+      out["noun_meta"].append((i, c, k, num_present))
+    else:
+      out["hallucinated"], res = out["hallucinated"] + 1, -1
+    record["nouns"].append({"word": captions.VOCAB[t], "position": k,
+                            "prob": float(info.probs[k]), "hit": int(res),
+                            "max_at": list(pointing.max_point(maps[k]))})
+  out["images"].append(record)
+  return maps, words, info.probs
+
+
+def _explain_slot(ctx: dict, test: dict, i: int, out: dict, tolerance: float) -> None:
+  image, seg, labels = test["image"][i], test["segmentation"][i], test["label"][i]
+  slot_maps = np.asarray(rise_jax.rise(ctx["slot_fn"], image, ctx["key"],
+                                       classes=ctx["noun_ids"], **ctx["rise_kw"]))
+  slot_probs = np.asarray(ctx["slot_fn"](image[None]))[0, ctx["noun_ids"]]
+  out["slot_maps"].append(slot_maps)
+  for c in range(len(synthetic.CLASS_NAMES)):
+    m = slot_maps[c]
+    entry = {"prob": float(slot_probs[c]), "range": float(m.max() - m.min()),
+             "max_on_an_object": bool(seg.any(-1)[pointing.max_point(m)]),
+             "hit_own": pointing.pointing_game(m, seg[..., c], tolerance=tolerance)}
+    group = ("absent" if labels[c] == 0 else
+             "leftmost" if c == test["order"][i][0] else "other_present")
+    out["slot_groups"][group].append(entry)
+
+
+def _assemble(config, train_info: dict, test: dict, pred, ex: dict) -> dict:
+  r, size = config.rise, int(config.data.image_size)
+  history = train_info["history"]
   shapes_ok = train_lib.shape_set_correct(pred, test["label"])
   exact = np.asarray([captions.decode(p) == captions.decode(ref)
                       for p, ref in zip(pred, test["tokens"])])
-
-  # Per-word RISE of the generated captions, pointing game for the nouns.
-  fn = captioner_lib.caption_model_fn(module, variables)
-  num_classes = len(synthetic.CLASS_NAMES)
-  noun_ids = [captions.noun_id(c) for c in range(num_classes)]
-  slot_fn = captioner_lib.next_word_fn(module, variables, [captions.WORD_TO_ID["a"]])
-  key = jax.random.key(seed)
-  game = pointing.PointingGame(num_classes, tolerance)
-  game15 = pointing.PointingGame(num_classes, 15)
-  hallucinated, per_image = 0, []
-  slot_groups: dict[str, list[dict]] = {g: [] for g in SLOT_GROUPS}
-  noun_maps, noun_meta, slot_maps_all = [], [], []
-  rise_kw = dict(num_masks=int(r.num_masks), grid_size=int(r.grid_size), p1=float(r.p1),
-                 batch_size=int(r.batch_size))
-  start = time.time()
-  num_explain = min(int(ev.num_explain), len(pred))
-  for i in tqdm.trange(num_explain, desc="caption RISE", unit="img", disable=not progress):
-    image, seg, labels = test["image"][i], test["segmentation"][i], test["label"][i]
-    num_present = int(labels.sum())
-    words = captions.words_of(pred[i])
-    maps, info = caption_lib.caption_rise(fn, image, words, key, return_info=True, **rise_kw)
-    maps = np.asarray(maps)
-    record = {"caption": " ".join(captions.decode(pred[i])), "reference": test["caption"][i],
-              "nouns": []}
-    for k, t in enumerate(words):
-      c = captions.noun_class(t)
-      if c is None:
-        continue
-      if labels[c] > 0:
-        res = game.update(maps[k], seg[..., c], c, num_present=num_present)
-        game15.update(maps[k], seg[..., c], c, num_present=num_present)
-        noun_maps.append(maps[k])
-        noun_meta.append((i, c, k, num_present))
-      else:
-        hallucinated, res = hallucinated + 1, -1
-      record["nouns"].append({"word": captions.VOCAB[t], "position": k,
-                              "prob": float(info.probs[k]), "hit": int(res),
-                              "max_at": list(pointing.max_point(maps[k]))})
-    # Words not in the scene: every shape name at the first noun slot ("a ___").
-    slot_maps = np.asarray(rise_jax.rise(slot_fn, image, key, classes=noun_ids, **rise_kw))
-    slot_probs = np.asarray(slot_fn(image[None]))[0, noun_ids]
-    slot_maps_all.append(slot_maps)
-    for c in range(num_classes):
-      m = slot_maps[c]
-      entry = {"prob": float(slot_probs[c]), "range": float(m.max() - m.min()),
-               "max_on_an_object": bool(seg.any(-1)[pointing.max_point(m)]),
-               "hit_own": pointing.pointing_game(m, seg[..., c], tolerance=tolerance)}
-      group = ("absent" if labels[c] == 0 else
-               "leftmost" if c == test["order"][i][0] else "other_present")
-      slot_groups[group].append(entry)
-    per_image.append(record)
-    if i < ev.num_png:
-      titles = [f"{captions.VOCAB[t]} {p:.2f}" for t, p in zip(words, info.probs)]
-      viz.save_overlays(os.path.join(workdir, "overlays", f"{i:03d}.png"),
-                        synthetic.denormalize(image), maps, titles)
-  rise_seconds = time.time() - start
-  object_fraction = float(test["segmentation"][:num_explain].any(-1).mean())
-
-  res = game.results()
-  res15 = game15.results()
-  results = {
+  res, res15 = ex["game"].results(), ex["game15"].results()
+  return {
       "config": {"image_size": size, "num_train": int(config.data.num_train),
                  "epochs": int(config.train.epochs), "num_test": len(pred),
-                 "num_explain": num_explain, "num_masks": int(r.num_masks),
-                 "grid_size": int(r.grid_size), "tolerance": tolerance, "seed": seed},
+                 "num_explain": ex["num_explain"], "num_masks": int(r.num_masks),
+                 "grid_size": int(r.grid_size), "tolerance": _tolerance(config),
+                 "seed": int(config.seed)},
       "training": {"cached": train_info["cached"],
                    "train_seconds": train_info["train_seconds"],
                    "final_val_loss": history[-1]["val_loss"],
                    "final_val_token_acc": history[-1]["val_token_acc"],
                    "history": history},
       "captions": {"shapes_correct": float(shapes_ok.mean()), "exact": float(exact.mean())},
-      "pointing": {"tolerance": tolerance,
+      "pointing": {"tolerance": _tolerance(config),
                    "method": {"all": res["method"]["all"]["mean"],
                               "difficult": res["method"]["difficult"]["mean"],
                               "per_class": dict(zip(synthetic.CLASS_NAMES,
@@ -478,26 +410,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               "difficult": res["centre"]["difficult"]["mean"]},
                    "count": res["method"]["all"]["count"],
                    "count_difficult": res["method"]["difficult"]["count"],
-                   "hallucinated_nouns": hallucinated},
+                   "hallucinated_nouns": ex["hallucinated"]},
       "pointing_15px": {"method": res15["method"]["all"]["mean"],
                         "centre": res15["centre"]["all"]["mean"]},
-      "not_in_scene_first_slot": slot_summary(slot_groups),
-      "object_pixel_fraction": object_fraction,
-      "rise_seconds": rise_seconds,
-      "images": per_image,
-      "fingerprint": fingerprint,
+      "not_in_scene_first_slot": slot_summary(ex["slot_groups"]),
+      "object_pixel_fraction": float(
+          test["segmentation"][:ex["num_explain"]].any(-1).mean()),
+      "rise_seconds": ex["seconds"],
+      "images": ex["images"],
+      "fingerprint": run_folder.config_fingerprint(config)[1],
   }
-  if ev.save_maps:
-    meta = np.asarray(noun_meta, np.int64).reshape(-1, 4)
-    np.savez_compressed(
-        os.path.join(workdir, "maps.npz"),
-        noun_maps=np.asarray(noun_maps, np.float32).reshape(-1, size, size),
-        noun_image=meta[:, 0], noun_class=meta[:, 1], noun_position=meta[:, 2],
-        noun_num_present=meta[:, 3], slot_maps=np.stack(slot_maps_all).astype(np.float32))
-  _write_reports(results, workdir)
-  # results.json last: its fingerprint marks a finished evaluation.
-  out = os.path.join(workdir, "results.json")
-  with open(out + ".tmp", "w") as f:
-    json.dump(results, f, indent=2)
-  os.replace(out + ".tmp", out)
-  return results
+
+
+def _save_maps(path: str, ex: dict, size: int) -> None:
+  meta = np.asarray(ex["noun_meta"], np.int64).reshape(-1, 4)
+  np.savez_compressed(
+      path, noun_maps=np.asarray(ex["noun_maps"], np.float32).reshape(-1, size, size),
+      noun_image=meta[:, 0], noun_class=meta[:, 1], noun_position=meta[:, 2],
+      noun_num_present=meta[:, 3], slot_maps=np.stack(ex["slot_maps"]).astype(np.float32))

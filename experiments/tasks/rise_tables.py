@@ -57,31 +57,29 @@ pair x method), ``maps.npz`` (images, class ids and every method's map of the fi
 side, and the pointing ground truth, for the first ``eval.figure_images`` images) and
 ``figures/curves_deletion.png`` / ``figures/curves_insertion.png`` (mean curves per method).
 
-Rerun reuse: ``results.json`` stores the config's fingerprint (the SHA-256 of its JSON without
-the ``progress`` and ``workdir`` fields, :func:`config_fingerprint`); a rerun with the same
-fingerprint returns the stored results without loading anything or recomputing (and rewrites
-``tables.md`` if it is missing). Any other change of the config recomputes everything.
+Rerun reuse: :mod:`experiments.tasks.run_folder` (the same config returns the stored results
+without loading anything; another config is refused unless ``config.overwrite``).
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from rise_jax import evaluation
-from rise_jax.fingerprint import config_fingerprint  # noqa: F401 (part of this module's API)
+from experiments.tasks import datasets, explanandum, run_folder
+from rise_jax import evaluation, viz
+from rise_jax.baselines import gradcam, occlusion
 from rise_jax.metrics import causal, pointing
+from rise_jax.rise import rise
 
 METHODS = ("RISE", "Grad-CAM", "Occlusion")
 METRICS = ("deletion", "insertion", "pointing")
@@ -106,8 +104,6 @@ TORCHRAY_TABLE2 = {"RISE VGG16": {"voc": 86.9, "coco": 50.8},
                    "RISE ResNet50": {"voc": 86.4, "coco": 54.7},
                    "centre": {"voc": 69.6, "coco": 27.8}}
 
-_CLASSIFIERS: dict[tuple[str, str], tuple] = {}  # trained classifiers loaded in this process
-_BLACK_BOXES: dict[tuple, tuple] = {}  # (apply_fn, id(variables), output) -> (variables, fn)
 
 
 def _round_half_up(x: float) -> int:
@@ -212,215 +208,7 @@ def check_config(config) -> None:
                      "explanandum.arch and explanandum.weights")
 
 
-# ----------------------------------------------------------------------------- explanandum
-
-
-def load_explanandum(config, workdir: str) -> tuple[Callable, Any, list[str] | None, dict]:
-  """``(apply_fn, variables, class_names, info)`` of the config's frozen classifier.
-
-  The synthetic classifier is trained (or reused) in ``explanandum.classifier_dir`` (default
-  ``workdir/classifier``) and kept in memory for later calls in the same process with the same
-  folder and classifier config (a sweep loads it once).
-  """
-  e, d = config.explanandum, config.data
-  if e.source == "train":
-    from rise_jax.data import synthetic
-    from rise_jax.train import classifier
-
-    c = e.classifier
-    if (c.data.image_size, c.data.num_classes) != (d.image_size, d.num_classes):
-      raise ValueError(
-          f"data.image_size/num_classes ({d.image_size}, {d.num_classes}) must match the "
-          f"classifier's ({c.data.image_size}, {c.data.num_classes})")
-    folder = os.path.abspath(e.get("classifier_dir") or os.path.join(workdir, "classifier"))
-    key = (folder, config_fingerprint(c)[1])
-    if key not in _CLASSIFIERS:
-      out = classifier.train_and_evaluate(c, folder)
-      _CLASSIFIERS[key] = (out["module"].apply, out["variables"], float(out["test_map"]))
-    apply_fn, variables, test_map = _CLASSIFIERS[key]
-    return (apply_fn, variables, list(synthetic.CLASS_NAMES[:d.num_classes]),
-            {"source": "train", "classifier_dir": folder, "test_map": test_map})
-  from rise_jax.models import registry
-
-  clf = registry.load_explanandum(e.arch, e.weights, image_size=d.image_size,
-                                 num_classes=d.num_classes)
-  names = list(clf.class_names) if clf.class_names else None
-  return clf.module.apply, clf.variables, names, {"source": "registry", "arch": e.arch,
-                                                   "weights": e.weights}
-
-
-def black_box(apply_fn: Callable, variables, output: str) -> Callable[[jax.Array], jax.Array]:
-  """Jitted ``float32[b, H, W, 3] -> float32[b, C]``: the classifier's sigmoid, softmax or
-  logits.
-
-  The same function object is returned for the same ``(apply_fn, variables, output)`` within a
-  process, so that the methods' and metrics' compiled programs (keyed on the black box) are
-  reused by later runs, e.g. the points of a sweep.
-  """
-  if output not in OUTPUTS:
-    raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
-  key = (apply_fn, id(variables), output)
-  hit = _BLACK_BOXES.get(key)
-  if hit is not None and hit[0] is variables:
-    return hit[1]
-  act = {"sigmoid": jax.nn.sigmoid, "softmax": lambda z: jax.nn.softmax(z, axis=-1),
-         "logits": lambda z: z}[output]
-  fn = jax.jit(lambda x: act(apply_fn(variables, x)[0].astype(jnp.float32)))
-  _BLACK_BOXES[key] = (variables, fn)
-  return fn
-
-
 # ------------------------------------------------------------------------------------ data
-
-
-def box_masks(boxes, box_label, num_classes: int, size: int) -> np.ndarray:
-  """Per-class union of boxes as masks (TorchRay's box ground truth of the pointing game).
-
-  Args:
-    boxes: float[k, 4] ``(ymin, xmin, ymax, xmax)`` in pixels, end exclusive.
-    box_label: int[k] class of each box.
-    num_classes: ``C``.
-    size: Image side ``S``.
-
-  Returns:
-    bool[S, S, C]: pixel ``[floor(ymin), ceil(ymax)) x [floor(xmin), ceil(xmax))`` of each box
-    set in its class's channel.
-  """
-  out = np.zeros((size, size, num_classes), bool)
-  b = np.asarray(boxes, np.float64).reshape(-1, 4)
-  labels = np.asarray(box_label, np.int64).reshape(-1)
-  if b.shape[0] != labels.shape[0]:
-    raise ValueError(f"boxes [k, 4] and box_label [k] must agree, got {list(b.shape)} and "
-                     f"{list(labels.shape)}")
-  for (y0, x0, y1, x1), c in zip(b, labels):
-    y0, x0 = max(int(np.floor(y0)), 0), max(int(np.floor(x0)), 0)
-    y1, x1 = min(int(np.ceil(y1)), size), min(int(np.ceil(x1)), size)
-    out[y0:y1, x0:x1, c] = True
-  return out
-
-
-def _raw_examples(config) -> tuple[Any, list[str] | None]:
-  """The real dataset's raw examples (lazy) and class names."""
-  d = config.data
-  data_dir = d.get("data_dir") or None
-  if d.name == "voc":
-    from rise_jax.data import voc
-
-    if d.get("voc_root"):
-      ex = voc.load_segmentation(d.voc_root, d.get("test_split") or "test", annotations=True)
-    else:
-      ex = voc.tfds_examples(d.get("tfds_split") or "test", data_dir)
-      if d.pointing_gt == "masks" and "pointing" in config.eval.metrics:
-        raise ValueError("data.pointing_gt='masks' needs VOC segmentation masks: set "
-                         "data.voc_root (VOCdevkit); TFDS voc/2007 only has boxes "
-                         "(data.pointing_gt='boxes')")
-    return ex, list(voc.CLASS_NAMES)
-  if d.name == "coco":
-    from rise_jax.data import coco
-
-    if d.get("coco_annotations") or d.get("coco_images"):
-      if not (d.get("coco_annotations") and d.get("coco_images")):
-        raise ValueError("data.coco_annotations (instances JSON, e.g. instances_val2014.json) "
-                         "and data.coco_images (its image folder) go together")
-      ex = coco.load_segmentation(d.coco_annotations, d.coco_images)
-    else:
-      ex = coco.tfds_examples(d.get("tfds_split") or "validation", data_dir)
-      if d.pointing_gt == "masks" and "pointing" in config.eval.metrics:
-        raise ValueError("data.pointing_gt='masks' needs COCO instance masks: set "
-                         "data.coco_annotations and data.coco_images; TFDS coco/2014 only has "
-                         "boxes (data.pointing_gt='boxes')")
-    return ex, list(coco.CLASS_NAMES)
-  from rise_jax.data import imagenet
-
-  if d.get("image_dir") or d.get("label_file"):
-    if not (d.get("image_dir") and d.get("label_file")):
-      raise ValueError("data.image_dir and data.label_file (one 'filename label' line per "
-                       "image) go together")
-    ex = imagenet.load_folder(d.image_dir, d.label_file, num_classes=d.num_classes)
-  else:
-    ex = imagenet.tfds_examples(d.get("tfds_split") or "validation", data_dir)
-  return ex, imagenet.class_names()
-
-
-def _prepare(ex: dict, config, need_gt: bool) -> dict:
-  """One raw example -> ``{"image", "label", "gt"?}`` at ``data.image_size``."""
-  from rise_jax.data.preprocess import preprocess_example
-
-  d = config.data
-  keys = {"image", "label"}
-  if need_gt:
-    keys |= {"segmentation"} if d.pointing_gt == "masks" else {"boxes", "box_label"}
-  missing = keys - set(ex)
-  if missing:
-    raise ValueError(f"{d.name} example {ex.get('id', '?')!r} lacks {sorted(missing)} "
-                     f"(data.pointing_gt={d.pointing_gt!r})")
-  label = ex["label"]
-  scalar = np.ndim(label) == 0
-  out = preprocess_example(ex["image"], size=d.image_size, label=label,
-                           num_classes=d.num_classes if scalar else None,
-                           segmentation=ex.get("segmentation") if need_gt else None,
-                           boxes=ex.get("boxes") if need_gt else None)
-  if out["label"].shape != (d.num_classes,):
-    raise ValueError(f"data.num_classes is {d.num_classes} but {d.name} labels have "
-                     f"{out['label'].shape[0]} classes")
-  res = {"image": out["image"], "label": out["label"]}
-  if need_gt:
-    res["gt"] = (out["segmentation"] if d.pointing_gt == "masks" else
-                 box_masks(out["boxes"], ex["box_label"], d.num_classes, d.image_size))
-  return res
-
-
-def iter_test_batches(config) -> tuple[Iterator[dict], int | None, list[str] | None]:
-  """Streams the test set in batches of ``eval.batch_images``.
-
-  Returns:
-    ``(batches, num_images or None, class_names)``; each batch is ``{"image": float32[B, S, S,
-    3], "label": float32[B, C] multi-hot}`` plus ``"gt": bool[B, S, S, C]`` (the pointing
-    ground truth) when the pointing game is scored.
-  """
-  d, ev = config.data, config.eval
-  need_gt = "pointing" in ev.metrics
-  bsz = int(ev.batch_images)
-  max_test = d.get("max_test")
-  if d.name == "synthetic":
-    from rise_jax.data import synthetic
-
-    n = d.num_test if max_test is None else min(d.num_test, max_test)
-    test = synthetic.make("test", n, seed=config.seed, image_size=d.image_size,
-                          num_classes=d.num_classes)
-    if need_gt and d.pointing_gt == "boxes":
-      gt = np.stack([box_masks(b, np.arange(d.num_classes), d.num_classes, d.image_size)
-                     & (lab > 0)[None, None] for b, lab in zip(test["boxes"], test["label"])])
-    else:
-      gt = test["segmentation"]
-
-    def gen():
-      for i in range(0, n, bsz):
-        batch = {"image": test["image"][i:i + bsz], "label": test["label"][i:i + bsz]}
-        if need_gt:
-          batch["gt"] = gt[i:i + bsz]
-        yield batch
-
-    return gen(), n, list(synthetic.CLASS_NAMES[:d.num_classes])
-  examples, names = _raw_examples(config)
-  if names is not None and len(names) != d.num_classes:
-    raise ValueError(f"data.num_classes must be {len(names)} for {d.name}, got {d.num_classes}")
-  try:
-    total = len(examples)
-  except TypeError:
-    total = None
-  if max_test is not None:
-    total = max_test if total is None else min(total, max_test)
-
-  def gen():
-    source = iter(examples) if max_test is None else itertools.islice(examples, max_test)
-    while True:
-      chunk = [_prepare(ex, config, need_gt) for ex in itertools.islice(source, bsz)]
-      if not chunk:
-        return
-      yield {k: np.stack([c[k] for c in chunk]) for k in chunk[0]}
-
-  return gen(), total, names
 
 
 def pair_classes(labels: np.ndarray, probs: np.ndarray | None, classes: str) -> list[np.ndarray]:
@@ -454,9 +242,6 @@ def make_methods(config, apply_fn: Callable, variables, explain_fn: Callable,
                  num_classes: int, settings: dict) -> dict[str, Callable]:
   """The compared methods as ``fn(image float32[H, W, 3], ids int[K], index) -> float32[K, H,
   W]`` (the maps of classes ``ids``; ``index`` is the image's position in the test set)."""
-  from rise_jax.baselines import gradcam, occlusion
-  from rise_jax.rise import rise
-
   r, o = config.rise, config.occlusion
   grid = tuple(r.grid_size) if isinstance(r.grid_size, list | tuple) else int(r.grid_size)
   all_at_once = num_classes <= ALL_CLASSES_MAX
@@ -490,40 +275,6 @@ def make_methods(config, apply_fn: Callable, variables, explain_fn: Callable,
 # --------------------------------------------------------------------------------- scoring
 
 
-class _Causal:
-  """Deletion/insertion of one method's pairs, in fixed chunks (the last one padded)."""
-
-  def __init__(self, probs_fn, ev, step: int):
-    self.probs_fn, self.ev, self.step = probs_fn, ev, step
-    self.pending: list[tuple[np.ndarray, np.ndarray, int]] = []
-    self.auc = {"deletion": [], "insertion": []}
-    self.curve_sum = {"deletion": None, "insertion": None}
-
-  def add(self, image, sal, class_id):
-    self.pending.append((image, sal, int(class_id)))
-    if len(self.pending) >= self.ev.chunk:
-      self.flush()
-
-  def flush(self):
-    if not self.pending:
-      return
-    n, chunk = len(self.pending), int(self.ev.chunk)
-    idx = np.arange(chunk) % n  # pad with earlier pairs: one compiled shape
-    images = np.stack([self.pending[i][0] for i in idx])
-    sal = np.stack([self.pending[i][1] for i in idx])
-    ids = np.asarray([self.pending[i][2] for i in idx])
-    for mode, fn, sub in (("deletion", causal.deletion, self.ev.deletion_substrate),
-                          ("insertion", causal.insertion, self.ev.insertion_substrate)):
-      if mode not in self.ev.metrics:
-        continue
-      aucs, curves = fn(self.probs_fn, images, sal, ids, step=self.step, substrate=sub,
-                        batch_size=self.ev.batch_size)
-      self.auc[mode] += [float(a) for a in np.asarray(aucs)[:n]]
-      s = np.asarray(curves, np.float64)[:n].sum(0)
-      self.curve_sum[mode] = s if self.curve_sum[mode] is None else self.curve_sum[mode] + s
-    self.pending = []
-
-
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the RISE Table 1 / Table 2 evaluation (see the module docstring).
 
@@ -542,107 +293,141 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ``seconds``, ``paper``, ``config`` and ``fingerprint``.
   """
   check_config(config)
-  cfg_dict, fingerprint = config_fingerprint(config)
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "results.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    if old.get("fingerprint") == fingerprint:
-      if not os.path.exists(os.path.join(workdir, "tables.md")):
-        with open(os.path.join(workdir, "tables.md"), "w") as f:
-          f.write(tables_markdown(old))
-      return old
+  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
 
-  start_all = time.perf_counter()
+
+def _evaluate(config, workdir: str) -> dict:
+  start = time.perf_counter()
+  ctx = _load(config, workdir)
+  state = _new_state(config, ctx)
+  bar = tqdm.tqdm(total=ctx["total"], desc="RISE tables", disable=not config.progress,
+                  unit="img")
+  for batch in ctx["batches"]:
+    _explain_and_score_batch(config, ctx, state, batch, bar)
+  bar.close()
+  if not state["num_pairs"]:
+    raise ValueError("no (image, class) pair to explain: the test images have no true class")
+  results_objs, curves = _finish_scores(config, ctx, state)
+  cfg_dict, fingerprint = run_folder.config_fingerprint(config)
+  results = _assemble(config, results_objs, curves, ctx["settings"], ctx["model"].info,
+                      ctx["class_names"], state["times"], state["num_images"],
+                      state["num_pairs"], state["top1_true"], cfg_dict, fingerprint)
+  results["summary_table"] = evaluation.summary_markdown(results_objs)
+  results["seconds"]["total"] = time.perf_counter() - start
+  results = json.loads(json.dumps(results, default=_jsonable))
+  _write_outputs(workdir, results, results_objs, state["saved"], state["figures"],
+                 ctx["class_names"])
+  return results
+
+
+def _load(config, workdir: str) -> dict:
+  """Explanandum, test-batch stream, scaled settings, black boxes and methods of the config."""
   d, ev = config.data, config.eval
-  progress = bool(config.progress)
-  apply_fn, variables, class_names, clf_info = load_explanandum(config, workdir)
-  batches, total, data_names = iter_test_batches(config)
-  class_names = data_names or class_names
+  model = explanandum.load(config, workdir)
+  batches, total, data_names = datasets.iter_test_batches(config)
   st = scaled_settings(int(d.image_size), paper_size=int(ev.paper_size),
                        window=int(config.occlusion.window), stride=int(config.occlusion.stride),
                        tolerance=float(ev.tolerance), step=ev.get("step"))
-  probs_fn = black_box(apply_fn, variables, config.explanandum.output)
-  explain_fn = black_box(apply_fn, variables, config.explanandum.explain_output)
-  methods = make_methods(config, apply_fn, variables, explain_fn, int(d.num_classes), st)
-  metrics = tuple(ev.metrics)
-  games = {m: pointing.PointingGame(int(d.num_classes), st["tolerance"]) for m in methods}
-  scorers = {m: _Causal(probs_fn, ev, st["step"]) for m in methods}
-  rows: dict[str, list[dict]] = {m: [] for m in methods}
-  times: dict[str, list[float]] = {m: [] for m in methods}
-  saved: dict[str, list] = {"image": [], "image_index": [], "class_id": [],
-                            **{m: [] for m in methods}}
-  figures: list[tuple[int, int, np.ndarray, dict, np.ndarray | None]] = []
-  num_images = num_pairs = top1_true = 0
+  explain_fn = model.black_box(config.explanandum.explain_output)
+  return {"model": model, "batches": batches, "total": total,
+          "class_names": data_names or model.class_names, "settings": st,
+          "probs_fn": model.black_box(config.explanandum.output),
+          "methods": make_methods(config, model.apply_fn, model.variables, explain_fn,
+                                  int(d.num_classes), st)}
 
-  bar = tqdm.tqdm(total=total, desc="RISE tables", disable=not progress, unit="img")
-  for batch in batches:
-    images = np.asarray(batch["image"], np.float32)
-    labels = np.asarray(batch["label"])
-    if images.shape[1:] != (d.image_size, d.image_size, 3):
-      raise ValueError(f"test images must be [B, {d.image_size}, {d.image_size}, 3], got "
-                       f"{list(images.shape)}")
-    probs = np.asarray(probs_fn(jnp.asarray(images))) if ev.classes == "top1" else None
-    for b, ids in enumerate(pair_classes(labels, probs, ev.classes)):
-      index = num_images
-      num_images += 1
-      bar.update(1)
-      if not ids.size:
-        continue
-      maps = {}
-      for name, fn in methods.items():
-        t0 = time.perf_counter()
-        maps[name] = np.asarray(fn(images[b], ids, index), np.float32)
-        times[name].append(time.perf_counter() - t0)
-        if not np.all(np.isfinite(maps[name])):
-          raise FloatingPointError(f"{name} returned NaN or inf maps for image {index}")
-      present = int((labels[b] > 0).sum())
-      for k, c in enumerate(ids):
-        num_pairs += 1
-        hit_true = bool(labels[b][c] > 0)
-        top1_true += hit_true
-        for name in methods:
-          sal = maps[name][k]
-          row = {"image": index, "class": int(c)}
-          if ev.classes == "top1":
-            row["top1_is_true"] = int(hit_true)
-          if "pointing" in metrics:
-            row["pointing_hit"] = games[name].update(sal, batch["gt"][b, :, :, c], int(c),
-                                                     num_present=present)
-          rows[name].append(row)
-          if "deletion" in metrics or "insertion" in metrics:
-            scorers[name].add(images[b], sal, c)
-        if len(saved["class_id"]) < ev.save_maps:
-          saved["image"].append(images[b])
-          saved["image_index"].append(index)
-          saved["class_id"].append(int(c))
-          for name in methods:
-            saved[name].append(maps[name][k])
-      if len(figures) < ev.figure_images:
-        gt = batch["gt"][b, :, :, ids[0]] if "gt" in batch else None
-        figures.append((index, int(ids[0]), images[b], {m: maps[m][0] for m in methods}, gt))
-  bar.close()
-  if not num_pairs:
-    raise ValueError("no (image, class) pair to explain: the test images have no true class")
 
+def _new_state(config, ctx: dict) -> dict:
+  ev, methods = config.eval, ctx["methods"]
+  return {
+      "games": {m: pointing.PointingGame(int(config.data.num_classes), ctx["settings"]["tolerance"])
+                for m in methods},
+      "scorers": {m: causal.CausalAccumulator(
+          ctx["probs_fn"], step=ctx["settings"]["step"], chunk=ev.chunk,
+          batch_size=ev.batch_size,
+          modes=[k for k in ("deletion", "insertion") if k in ev.metrics],
+          deletion_substrate=ev.deletion_substrate,
+          insertion_substrate=ev.insertion_substrate) for m in methods},
+      "rows": {m: [] for m in methods}, "times": {m: [] for m in methods},
+      "saved": {"image": [], "image_index": [], "class_id": [], **{m: [] for m in methods}},
+      "figures": [], "num_images": 0, "num_pairs": 0, "top1_true": 0}
+
+
+def _explain_and_score_batch(config, ctx: dict, state: dict, batch: dict, bar) -> None:
+  """Maps of every method for each image of ``batch``, scored at once (memory O(batch))."""
+  d, ev = config.data, config.eval
+  images = np.asarray(batch["image"], np.float32)
+  labels = np.asarray(batch["label"])
+  if images.shape[1:] != (d.image_size, d.image_size, 3):
+    raise ValueError(f"test images must be [B, {d.image_size}, {d.image_size}, 3], got "
+                     f"{list(images.shape)}")
+  probs = np.asarray(ctx["probs_fn"](jnp.asarray(images))) if ev.classes == "top1" else None
+  for b, ids in enumerate(pair_classes(labels, probs, ev.classes)):
+    index = state["num_images"]
+    state["num_images"] += 1
+    bar.update(1)
+    if not ids.size:
+      continue
+    maps = _explain_image(ctx, state, images[b], ids, index)
+    _score_image(config, state, batch, b, images[b], labels[b], ids, index, maps)
+
+
+def _explain_image(ctx: dict, state: dict, image, ids, index: int) -> dict[str, np.ndarray]:
+  maps = {}
+  for name, fn in ctx["methods"].items():
+    t0 = time.perf_counter()
+    maps[name] = np.asarray(fn(image, ids, index), np.float32)
+    state["times"][name].append(time.perf_counter() - t0)
+    if not np.all(np.isfinite(maps[name])):
+      raise FloatingPointError(f"{name} returned NaN or inf maps for image {index}")
+  return maps
+
+
+def _score_image(config, state: dict, batch: dict, b: int, image, label, ids, index: int,
+                 maps: dict) -> None:
+  ev = config.eval
+  metrics, saved = tuple(ev.metrics), state["saved"]
+  present = int((label > 0).sum())
+  for k, c in enumerate(ids):
+    state["num_pairs"] += 1
+    hit_true = bool(label[c] > 0)
+    state["top1_true"] += hit_true
+    for name in maps:
+      sal = maps[name][k]
+      row = {"image": index, "class": int(c)}
+      if ev.classes == "top1":
+        row["top1_is_true"] = int(hit_true)
+      if "pointing" in metrics:
+        row["pointing_hit"] = state["games"][name].update(sal, batch["gt"][b, :, :, c], int(c),
+                                                          num_present=present)
+      state["rows"][name].append(row)
+      if "deletion" in metrics or "insertion" in metrics:
+        state["scorers"][name].add(image, sal, c)
+    if len(saved["class_id"]) < ev.save_maps:
+      saved["image"].append(image)
+      saved["image_index"].append(index)
+      saved["class_id"].append(int(c))
+      for name in maps:
+        saved[name].append(maps[name][k])
+  if len(state["figures"]) < ev.figure_images:
+    gt = batch["gt"][b, :, :, ids[0]] if "gt" in batch else None
+    state["figures"].append((index, int(ids[0]), image, {m: maps[m][0] for m in maps}, gt))
+
+
+def _finish_scores(config, ctx: dict, state: dict):
+  """Per-method :class:`rise_jax.evaluation.Results` and mean deletion/insertion curves."""
+  metrics = tuple(config.eval.metrics)
   results_objs, curves = [], {"deletion": {}, "insertion": {}}
-  for name in methods:
-    scorers[name].flush()
+  for name in ctx["methods"]:
+    scorer, rows = state["scorers"][name], state["rows"][name]
+    scorer.flush()
     for mode in ("deletion", "insertion"):
       if mode in metrics:
-        for row, a in zip(rows[name], scorers[name].auc[mode]):
+        for row, a in zip(rows, scorer.auc[mode]):
           row[mode] = a
-        curves[mode][name] = (scorers[name].curve_sum[mode] / num_pairs).tolist()
-    game = games[name].results() if "pointing" in metrics else None
-    results_objs.append(evaluation.Results(name, rows[name], game))
-
-  results = _assemble(config, results_objs, curves, st, clf_info, class_names, times,
-                      num_images, num_pairs, top1_true, cfg_dict, fingerprint)
-  results["summary_table"] = evaluation.summary_markdown(results_objs)
-  results["seconds"]["total"] = time.perf_counter() - start_all
-  _write_outputs(workdir, results, results_objs, saved, figures, class_names)
-  return results
+        curves[mode][name] = (scorer.curve_sum[mode] / state["num_pairs"]).tolist()
+    game = state["games"][name].results() if "pointing" in metrics else None
+    results_objs.append(evaluation.Results(name, rows, game))
+  return results_objs, curves
 
 
 def _mean_after_first(t: list[float]) -> float:
@@ -784,12 +569,7 @@ def tables_markdown(results: dict) -> str:
 
 def _write_outputs(workdir: str, results: dict, results_objs, saved: dict, figures: list,
                    class_names) -> None:
-  from rise_jax import viz
-
-  with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump(results, f, indent=2, default=_jsonable)
-  with open(os.path.join(workdir, "tables.md"), "w") as f:
-    f.write(tables_markdown(results))
+  run_folder.write_text(os.path.join(workdir, "tables.md"), tables_markdown(results))
   cols = ["image", "class", "method", "deletion", "insertion", "pointing_hit", "top1_is_true"]
   with open(os.path.join(workdir, "pairs.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")

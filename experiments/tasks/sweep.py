@@ -5,12 +5,11 @@ value, e.g. ``{"rise.num_masks": 500, "rise.grid_size": 4}``), usually yielded b
 module's ``sweep()``. :func:`run_sweep` runs the experiment once per point in
 ``workdir/<point name>`` and writes one combined table (``sweep.md``, ``sweep.csv``,
 ``sweep.json``) with a row per point: its overrides and the headline metrics of its results
-(:func:`headline`). Finished points are reused: each point folder holds ``sweep_point.json``
-with the point config's fingerprint (:func:`rise_jax.rise_experiment.config_fingerprint`) and
-its headline numbers, and a rerun with the same fingerprint skips the point.
+(:func:`headline`). Finished points are reused through their run folders
+(:mod:`experiments.tasks.run_folder`).
 
 Which experiment runs is named by the config's ``experiment`` field (or, without one, by the
-config file's stem) and looked up in :data:`RUNNERS`.
+config file's stem) and looked up in :data:`experiments.tasks.runners.RUNNERS`.
 
 Everything except :func:`run_sweep` and :func:`write_tables` is a pure function.
 """
@@ -20,7 +19,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import importlib
+import importlib.util
 import json
 import math
 import os
@@ -31,14 +30,8 @@ from typing import Any
 import ml_collections
 import tqdm
 
-# Experiment name -> "module:function" of its ``train_and_evaluate(config, workdir) -> dict``.
-RUNNERS: dict[str, str] = {
-    "rise": "rise_jax.rise_experiment:train_and_evaluate",
-    "iassa": "rise_jax.iassa_experiment:train_and_evaluate",
-    "explainer": "rise_jax.explainer.experiment:train_and_evaluate",
-    "explainer_paper": "rise_jax.explainer.experiment:train_and_evaluate",
-}
-POINT_FILE = "sweep_point.json"
+from experiments.tasks import run_folder, runners
+
 _MAX_NAME = 120
 
 
@@ -50,16 +43,14 @@ def experiment_name(config, config_path: str | None = None) -> str:
     return str(name)
   if not config_path:
     raise ValueError("the config has no 'experiment' field and no config file was given to "
-                     f"name the experiment; known experiments: {sorted(RUNNERS)}")
+                     f"name the experiment; known experiments: {sorted(runners.RUNNERS)}")
   return os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
 
 
 def resolve_runner(name: str) -> Callable[[Any, str], dict]:
-  """The ``train_and_evaluate`` function of experiment ``name`` (see :data:`RUNNERS`)."""
-  if name not in RUNNERS:
-    raise ValueError(f"no runner for experiment {name!r}; known: {sorted(RUNNERS)}")
-  module, fn = RUNNERS[name].split(":")
-  return getattr(importlib.import_module(module), fn)
+  """The ``train_and_evaluate`` function of experiment ``name`` (see
+  :data:`experiments.tasks.runners.RUNNERS`)."""
+  return runners.resolve(name)
 
 
 def load_sweep(config_path: str) -> Callable[..., Iterable[Mapping[str, Any]]]:
@@ -68,8 +59,6 @@ def load_sweep(config_path: str) -> Callable[..., Iterable[Mapping[str, Any]]]:
   Raises:
     ValueError: The file defines no ``sweep()``.
   """
-  import importlib.util
-
   path = config_path.split(":")[0]
   spec = importlib.util.spec_from_file_location(
       "_sweep_config_" + os.path.splitext(os.path.basename(path))[0], path)
@@ -310,8 +299,6 @@ def run_sweep(config: ml_collections.ConfigDict, points: Iterable[Mapping[str, A
   Returns:
     One row per point: ``{"point", "overrides", "metrics", "workdir", "reused"}``.
   """
-  from rise_jax.rise_experiment import config_fingerprint
-
   points = [dict(p) for p in points]
   if not points:
     raise ValueError("the sweep has no points")
@@ -325,23 +312,9 @@ def run_sweep(config: ml_collections.ConfigDict, points: Iterable[Mapping[str, A
       cfg.workdir = folder
     if "progress" in cfg:
       cfg.progress = bool(point_progress)
-    fingerprint = config_fingerprint(cfg)[1]
-    record_path = os.path.join(folder, POINT_FILE)
-    record = None
-    if os.path.exists(record_path):
-      with open(record_path) as f:
-        record = json.load(f)
-      if record.get("fingerprint") != fingerprint:
-        record = None
-    reused = record is not None
-    if record is None:
-      results = runner(cfg, folder)
-      record = {"point": name, "overrides": p, "fingerprint": fingerprint,
-                "metrics": headline(results, experiment)}
-      os.makedirs(folder, exist_ok=True)
-      with open(record_path, "w") as f:
-        json.dump(record, f, indent=2, default=list)
-    rows.append({"point": name, "overrides": p, "metrics": record["metrics"],
+    results, reused = run_folder.reuse_or_run(folder, cfg,
+                                              lambda r=runner, c=cfg, f=folder: r(c, f))
+    rows.append({"point": name, "overrides": p, "metrics": headline(results, experiment),
                  "workdir": folder, "reused": reused})
   write_tables(workdir, rows, f"Sweep of {experiment or 'experiment'} ({len(rows)} points)")
   return rows
