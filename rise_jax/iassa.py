@@ -277,11 +277,13 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
   record = jnp.asarray(np.asarray(cfg.record, np.int32).reshape(-1))
   mix = cfg.beta - 1.0 if cfg.mix == "paper" else 1.0 - cfg.beta
   code_region = cfg.region == "code"
-  # Score of the fully masked image: the "no evidence" level S is measured from (SPEC §5).
-  base_out = model_fn(jnp.broadcast_to(sub, image.shape)[None].astype(image.dtype))
-  base = jnp.take(base_out, class_id, axis=1).astype(jnp.float32)[0]
-  base_ok = jnp.isfinite(base)
-  base = 0.0 if code_region else jnp.where(base_ok, base, 0.0)
+  if code_region:  # raw scores, as the authors' code
+    base, base_ok = jnp.float32(0.0), jnp.asarray(True)
+  else:  # the fully masked image's score: the "no evidence" level S is measured from (SPEC §5)
+    base_out = model_fn(jnp.broadcast_to(sub, image.shape)[None].astype(image.dtype))
+    base = jnp.take(base_out, class_id, axis=1).astype(jnp.float32)[0]
+    base_ok = jnp.isfinite(base)
+    base = jnp.where(base_ok, base, 0.0)
 
   def estimate(region, window, stride):
     """Raw S_k, windows used, first bad (position, window id)."""
@@ -383,6 +385,11 @@ def _number(value, name: str, lo: float, hi: float, lo_open: bool, hi_open: bool
 
 
 def _raise_if_bad(out, cfg: _Config, model_fn):
+  for b, ok in enumerate(np.asarray(out["base_ok"]).reshape(-1)):
+    if not ok:  # checked first: a host black box that raised there gives NaN from then on
+      raise engine.black_box_failure(
+          model_fn, f"for image {b} fully masked (the substrate image, whose score is the "
+          "'no evidence' level of the estimate), before iteration 0")
   for b, (it, pos, win) in enumerate(np.asarray(out["bad"]).reshape(-1, 3)):
     if it >= 0:
       window, stride = cfg.schedule[it]
@@ -392,11 +399,6 @@ def _raise_if_bad(out, cfg: _Config, model_fn):
           model_fn, f"for image {b} at iteration {int(it)} (window {window}, stride {stride}): "
           f"window {int(win)} of {ny * nx} (top-left corner ({y0}, {x0})), in window batch {j} "
           "of that iteration")
-  for b, ok in enumerate(np.asarray(out["base_ok"]).reshape(-1)):
-    if not ok:
-      raise FloatingPointError(
-          f"model_fn returned NaN or inf for image {b} fully masked (the substrate image, "
-          "whose score is the 'no evidence' level of the estimate); no saliency map is returned")
   for b, ok in enumerate(np.asarray(out["feats_ok"]).reshape(-1)):
     if not ok:
       raise FloatingPointError(
