@@ -7,24 +7,31 @@ Iteration ``k = 0, 1, ..., K`` (SPEC §5, paper eq. 5-10):
    the host in float64), the last window of each axis aligned with the far edge
    (:func:`rise_jax.masks.window_mask_fn`). Each window mask is multiplied by the sampling
    region ``R_k`` (``R_0`` = the whole image, ``R_k = HAR_{k-1}``).
-2. Estimate: ``S_k(p) = sum_i f(x_i)_c M_i(p) / sum_i M_i(p)`` with
-   ``x_i = M_i * x + (1 - M_i) * substrate``: the RISE formula with the per-pixel empirical
-   ``E[M]``; pixels that no mask covers get 0. Windows that do not intersect ``R_k`` (their
-   masked mask is all zero, so they add nothing) are skipped, as the authors' code skips them.
+2. Estimate: ``S_k(p) = sum_i (f(x_i)_c - f(s)_c) M_i(p) / sum_i M_i(p)`` with
+   ``x_i = M_i * x + (1 - M_i) * s`` and ``s`` the substrate image: the RISE formula with the
+   per-pixel empirical ``E[M]``, on scores relative to the fully masked image (the "no
+   evidence" level, SPEC §5); pixels that no mask covers (outside ``R_k``) get 0. Windows that
+   do not intersect ``R_k`` (they would add exactly zero) are skipped.
 3. Adjust: ``S'_k = beta * Sn_k + c * up(A @ down(Sn_k))`` with ``c = beta - 1`` (paper eq. 6,
    ``mix="paper"``) or ``c = 1 - beta`` (the authors' code, ``mix="code"``), ``Sn_k`` the
    min-max normalised ``S_k``, ``A`` the LRPF-SA attention (:func:`attention`), ``down`` /
    ``up`` linear resizes between ``H x W`` and the attention grid ``h x w``.
-4. HAR: ``HAR_k = covered_k & (norm(S'_k) > threshold)``; the next masks live inside it.
+4. HAR: ``HAR_k = R_k & (norm(S'_k) > threshold)``; the next masks live inside it.
 5. Stop after ``k = max_iters`` or as soon as ``mean |Sn_k - Sn_{k-1}| < tol``.
 
-Min-max normalisation is taken over the covered pixels of the iteration (0 elsewhere), so the
-whole procedure is invariant to ``f -> a * f + b`` (``a > 0``): logits and probabilities give
-the same sampling. A map that is flat on its pixels (range ``<= 1e-5 * max |S|``, e.g. a
-constant black box) normalises to 1 there: every sampled pixel stays in the HAR, which
-therefore is never empty. For ``S'`` the range is compared with the size of its two terms
-(``max |beta * Sn| + max |c * A Sn|``), since with ``mix="paper"`` they nearly cancel on a
-flat map.
+Min-max normalisation runs over the whole image (SPEC §5): outside ``R_k`` the estimate is the
+"no evidence" 0, so the region is not re-stretched to [0, 1] at every iteration (normalising
+over the covered pixels only made ``threshold`` cut the lowest 30% of the region each time and
+the HAR shrink geometrically). A map that is flat (range ``<= 1e-5 * max |S|``, e.g. a constant
+black box) normalises to 1, so the HAR is never empty. For ``S'`` the range is compared with
+the size of its two terms (``max |beta * Sn| + max |c * A Sn|``), since with ``mix="paper"``
+they nearly cancel on a flat map.
+
+``region="code"`` follows the authors' released code instead: occlusion masks (0 inside the
+window, 1 outside) placed as theirs (starts ``stride - window + i * stride``, clipped), not
+multiplied by the region, a window kept when the region has a pixel outside it (their
+``find_intersection``), the estimate ``sum_i f(x_i)_c M_i / N`` over the whole image on raw
+scores, and ``HAR_k = norm(S'_k) > threshold`` over the whole image.
 
 The whole procedure is one jitted function: an outer ``lax.while_loop`` over iterations and,
 inside it, :func:`rise_jax.engine.stream` over fixed-size batches of window indices whose
@@ -47,6 +54,7 @@ import numpy as np
 from rise_jax import _checks, engine, masks as masks_lib, substrates
 
 MIX = ("paper", "code")
+REGION = ("paper", "code")
 ATTENTION_SCALE = ("sqrt", None)
 DEFAULT_RECORD = (5, 10, 15, 20, 25)
 _FLAT_RTOL = 1e-5
@@ -58,12 +66,13 @@ class IassaResult(NamedTuple):
 
   Attributes:
     saliency: float32[H, W] the final IASSA map ``norm(S'_K)`` in [0, 1] (the adjusted map the
-      paper thresholds and evaluates), 0 outside the pixels sampled at iteration ``K``.
+      paper thresholds and evaluates), min-max normalised over the whole image.
     records: float32[R, H, W] the map ``norm(S'_r)`` at each iteration ``r`` of ``record``;
       for ``r > K`` (the run stopped early, or ``r > max_iters``) the final map is repeated.
     iterations: int ``K``, the last iteration run (0 = only the initial sliding-window pass).
     estimate: float32[H, W] the raw black-box estimate ``S_K`` (in score units, not
-      normalised), 0 where no mask of iteration ``K`` covered the pixel.
+      normalised; with ``region="paper"`` relative to the substrate image's score and 0 where
+      no mask of iteration ``K`` covered the pixel).
     windows: int32[max_iters + 1] windows sent through the black box at each iteration (0 for
       iterations not run).
     class_id: int the explained class.
@@ -88,6 +97,7 @@ class _Config:
   threshold: float
   tol: float | None
   mix: str
+  region: str
   scale: str | None
   record: tuple[int, ...]
   batch_size: int
@@ -212,20 +222,41 @@ def stage_feature_fn(apply_fn: Callable, variables,
   return feature_fn
 
 
-def _minmax(x: jax.Array, domain: jax.Array, scale: jax.Array | None = None) -> jax.Array:
-  """Min-max normalisation of ``x`` over ``domain`` (bool, same shape); 0 outside.
+def _minmax(x: jax.Array, scale: jax.Array | None = None) -> jax.Array:
+  """Min-max normalisation of ``x`` over the whole image.
 
-  A map that is flat on ``domain`` (range ``<= _FLAT_RTOL * scale``, by default
-  ``scale = max |x|`` on ``domain``) becomes 1 there.
+  A flat map (range ``<= _FLAT_RTOL * scale``, by default ``scale = max |x|``) becomes 1.
   """
-  lo = jnp.min(jnp.where(domain, x, jnp.inf))
-  hi = jnp.max(jnp.where(domain, x, -jnp.inf))
+  lo, hi = jnp.min(x), jnp.max(x)
   span = hi - lo
   if scale is None:
     scale = jnp.maximum(jnp.abs(hi), jnp.abs(lo))
   flat = ~(span > _FLAT_RTOL * scale)
-  out = jnp.where(flat, 1.0, (x - lo) / jnp.where(flat, 1.0, span))
-  return jnp.where(domain, out, 0.0)
+  return jnp.where(flat, 1.0, (x - lo) / jnp.where(flat, 1.0, span))
+
+
+def _code_window_count(size: tuple[int, int], window, stride):
+  """Windows per axis of the authors' code: starts ``arange(stride - window, length, stride)``."""
+  return tuple((length + window - 1) // stride for length in size)
+
+
+def _window_starts(cfg: _Config, j, window, stride):
+  """Top-left corners ``(y0, x0)`` of windows ``j`` and the counts ``(n_y, n_x)``.
+
+  ``region="paper"``: starts ``0, stride, ...`` plus one aligned with the far edge
+  (:func:`rise_jax.masks.window_mask_fn`). ``region="code"``: the authors' placement, starts
+  ``stride - window, 2 * stride - window, ... < length`` clipped to the image, so every pixel is
+  covered by about ``window / stride`` windows (their estimate divides by ``N``, not by the
+  per-pixel coverage).
+  """
+  h, w = cfg.size
+  if cfg.region == "code":
+    ny, nx = _code_window_count(cfg.size, window, stride)
+    return stride - window + (j // nx) * stride, stride - window + (j % nx) * stride, ny, nx
+  ny, nx = masks_lib.window_count_2d(cfg.size, window, stride)
+  y0 = jnp.minimum((j // nx) * stride, h - window)
+  x0 = jnp.minimum((j % nx) * stride, w - window)
+  return y0, x0, ny, nx
 
 
 def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_array):
@@ -245,65 +276,82 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
   sched = jnp.asarray(np.asarray(cfg.schedule, np.int32))
   record = jnp.asarray(np.asarray(cfg.record, np.int32).reshape(-1))
   mix = cfg.beta - 1.0 if cfg.mix == "paper" else 1.0 - cfg.beta
+  code_region = cfg.region == "code"
+  if code_region:  # raw scores, as the authors' code
+    base, base_ok = jnp.float32(0.0), jnp.asarray(True)
+  else:  # the fully masked image's score: the "no evidence" level S is measured from (SPEC §5)
+    base_out = model_fn(jnp.broadcast_to(sub, image.shape)[None].astype(image.dtype))
+    base = jnp.take(base_out, class_id, axis=1).astype(jnp.float32)[0]
+    base_ok = jnp.isfinite(base)
+    base = jnp.where(base_ok, base, 0.0)
 
   def estimate(region, window, stride):
-    """Raw S_k, covered pixels, windows used, first bad (position, window id)."""
-    ny, nx = masks_lib.window_count_2d(cfg.size, window, stride)
+    """Raw S_k, windows used, first bad (position, window id)."""
     j = jnp.arange(n_max, dtype=jnp.int32)
-    y0 = jnp.minimum((j // nx) * stride, h - window)
-    x0 = jnp.minimum((j % nx) * stride, w - window)
+    y0, x0, ny, nx = _window_starts(cfg, j, window, stride)
+    ya, yb = jnp.clip(y0, 0, h), jnp.clip(y0 + window, 0, h)
+    xa, xb = jnp.clip(x0, 0, w), jnp.clip(x0 + window, 0, w)
     integral = jnp.pad(jnp.cumsum(jnp.cumsum(region.astype(jnp.int32), 0), 1), ((1, 0), (1, 0)))
-    hits = (integral[y0 + window, x0 + window] - integral[y0, x0 + window]
-            - integral[y0 + window, x0] + integral[y0, x0])
+    hits = integral[yb, xb] - integral[ya, xb] - integral[yb, xa] + integral[ya, xa]
+    if code_region:  # the authors' find_intersection: the region has a pixel outside window j
+      hits = jnp.sum(region, dtype=jnp.int32) - hits
     hit = (j < ny * nx) & (hits > 0)
     order = jnp.nonzero(hit, size=n_max, fill_value=0)[0].astype(jnp.int32)
     count = jnp.sum(hit, dtype=jnp.int32)
-    make = masks_lib.window_mask_fn(cfg.size, window, stride)
     region_f = region.astype(jnp.float32)
+    ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
 
     def step(carry, idx, valid):
       acc, msum, bad = carry
-      m = make(order[jnp.minimum(idx, n_max - 1)]) * region_f
+      win = order[jnp.minimum(idx, n_max - 1)]
+      top, left = y0[win][:, None, None], x0[win][:, None, None]
+      m = ((ys >= top) & (ys < top + window) & (xs >= left) & (xs < left + window)
+           ).astype(jnp.float32)
+      m = 1.0 - m if code_region else m * region_f
       out = model_fn(substrates.perturb(image, m, sub))
       scores = jnp.take(out, class_id, axis=1).astype(jnp.float32)
       bad = engine.first_bad(bad, scores, idx, valid)
       flat = m.reshape(m.shape[0], h * w)
-      acc = acc + jnp.dot(jnp.where(valid, scores, 0.0), flat, precision=_HIGHEST)
+      acc = acc + jnp.dot(jnp.where(valid, scores - base, 0.0), flat, precision=_HIGHEST)
       msum = msum + jnp.dot(valid.astype(jnp.float32), flat, precision=_HIGHEST)
       return acc, msum, bad
 
     init = (jnp.zeros((h * w,), jnp.float32), jnp.zeros((h * w,), jnp.float32),
             jnp.asarray(-1, jnp.int32))
     acc, msum, bad = engine.stream(step, init, 0, count, cfg.batch_size, mesh)
-    covered = (msum > 0).reshape(h, w)
-    raw = jnp.where(msum > 0, acc / jnp.where(msum > 0, msum, 1.0), 0.0).reshape(h, w)
-    return raw, covered, count, bad, order[jnp.maximum(bad, 0)]
+    if code_region:  # BlackBoxScore: sum_i f(x_i) M_i / N over the whole image
+      raw = (acc / jnp.maximum(count, 1).astype(jnp.float32)).reshape(h, w)
+    else:
+      raw = jnp.where(msum > 0, acc / jnp.where(msum > 0, msum, 1.0), 0.0).reshape(h, w)
+    return raw, count, bad, order[jnp.maximum(bad, 0)]
 
-  def adjust(sn, covered):
+  def adjust(sn):
     small = jnp.dot(jnp.dot(down_h, sn, precision=_HIGHEST), down_w.T, precision=_HIGHEST)
     spread = jnp.dot(attn, small.reshape(-1), precision=_HIGHEST).reshape(fh, fw)
     spread = jnp.dot(jnp.dot(up_h, spread, precision=_HIGHEST), up_w.T, precision=_HIGHEST)
     a, b = cfg.beta * sn, mix * spread
     # Flatness relative to the two terms, not to their difference: with mix="paper" a flat
     # Sn gives S' = beta * Sn - (1 - beta) * A Sn ~ 0 up to rounding noise.
-    scale = jnp.max(jnp.where(covered, jnp.abs(a), 0.0)) + jnp.max(jnp.abs(b))
-    return _minmax(a + b, covered, scale)
+    scale = jnp.max(jnp.abs(a)) + jnp.max(jnp.abs(b))
+    return _minmax(a + b, scale)
 
   def cond(state):
     return ~state["done"]
 
   def body(state):
     k = state["k"]
-    raw, covered, count, bad_pos, bad_win = estimate(state["region"], sched[k, 0], sched[k, 1])
-    sn = _minmax(raw, covered)
-    sp = adjust(sn, covered)
+    raw, count, bad_pos, bad_win = estimate(state["region"], sched[k, 0], sched[k, 1])
+    sn = _minmax(raw)
+    sp = adjust(sn)
     delta = jnp.mean(jnp.abs(sn - state["sn"]))
     bad = bad_pos >= 0
-    done = (k >= num_iters - 1) | bad | ~feats_ok
+    done = (k >= num_iters - 1) | bad | ~feats_ok | ~base_ok
     if cfg.tol is not None:
       done = done | ((k > 0) & (delta < cfg.tol))
+    # The paper's HAR never grows (windows live in it); the released code's spans the image.
+    har = sp > cfg.threshold if code_region else state["region"] & (sp > cfg.threshold)
     return dict(
-        k=k + 1, region=covered & (sp > cfg.threshold), sn=sn, raw=raw, sp=sp,
+        k=k + 1, region=har, sn=sn, raw=raw, sp=sp,
         records=jnp.where((record == k)[:, None, None], sp[None], state["records"]),
         windows=state["windows"].at[k].set(count), done=done,
         bad=jnp.where(bad, jnp.stack([k, bad_pos, bad_win]), state["bad"]))
@@ -317,7 +365,7 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
   last = state["k"] - 1
   records = jnp.where((record > last)[:, None, None], state["sp"][None], state["records"])
   return dict(saliency=state["sp"], records=records, iterations=last, estimate=state["raw"],
-              windows=state["windows"], bad=state["bad"], feats_ok=feats_ok)
+              windows=state["windows"], bad=state["bad"], feats_ok=feats_ok, base_ok=base_ok)
 
 
 @functools.partial(jax.jit, static_argnames=("model_fn", "feature_fn", "cfg", "mesh"))
@@ -337,12 +385,15 @@ def _number(value, name: str, lo: float, hi: float, lo_open: bool, hi_open: bool
 
 
 def _raise_if_bad(out, cfg: _Config, model_fn):
+  for b, ok in enumerate(np.asarray(out["base_ok"]).reshape(-1)):
+    if not ok:  # checked first: a host black box that raised there gives NaN from then on
+      raise engine.black_box_failure(
+          model_fn, f"for image {b} fully masked (the substrate image, whose score is the "
+          "'no evidence' level of the estimate), before iteration 0")
   for b, (it, pos, win) in enumerate(np.asarray(out["bad"]).reshape(-1, 3)):
     if it >= 0:
       window, stride = cfg.schedule[it]
-      ny, nx = masks_lib.window_count_2d(cfg.size, window, stride)
-      y0 = min((win // nx) * stride, cfg.size[0] - window)
-      x0 = min((win % nx) * stride, cfg.size[1] - window)
+      y0, x0, ny, nx = (int(v) for v in _window_starts(cfg, int(win), window, stride))
       j = int(pos) // cfg.batch_size
       raise engine.black_box_failure(
           model_fn, f"for image {b} at iteration {int(it)} (window {window}, stride {stride}): "
@@ -360,7 +411,7 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
                 key=None, *, class_id: None | int | Sequence[int] = None, window: int = 45,
                 stride: int = 8, window_step: float = 1.5, stride_step: float = 0.2,
                 beta: float = 0.5, threshold: float = 0.3, max_iters: int = 25,
-                tol: float | None = None, mix: str = "paper",
+                tol: float | None = None, mix: str = "paper", region: str = "paper",
                 attention_scale: str | None = "sqrt", batch_size: int = 100,
                 record: Sequence[int] = DEFAULT_RECORD, substrate="zeros",
                 mesh=None) -> IassaResult:
@@ -394,6 +445,7 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   if tol is not None:
     tol = _number(tol, "tol", 0.0, math.inf, True, True)
   _checks.choice(mix, "mix", MIX)
+  _checks.choice(region, "region", REGION)
   _check_scale(attention_scale)
   if (isinstance(record, str | bytes) or not isinstance(record, Sequence)
       or not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
@@ -435,10 +487,10 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   ids = ids.astype(np.int32)
 
   schedule = window_schedule(window, stride, window_step, stride_step, max_iters)
-  max_windows = max(int(np.prod(masks_lib.window_count_2d((h, w), ws, ss)))
-                    for ws, ss in schedule)
+  count_2d = _code_window_count if region == "code" else masks_lib.window_count_2d
+  max_windows = max(int(np.prod(count_2d((h, w), ws, ss))) for ws, ss in schedule)
   cfg = _Config(size=(h, w), schedule=schedule, max_windows=max_windows, beta=beta,
-                threshold=threshold, tol=tol, mix=mix, scale=attention_scale,
+                threshold=threshold, tol=tol, mix=mix, region=region, scale=attention_scale,
                 record=tuple(int(r) for r in record), batch_size=dev_batch,
                 substrate=sub if isinstance(sub, str | float) else None)
   sub_array = sub if cfg.substrate is None else jnp.zeros((), jnp.float32)
@@ -454,8 +506,9 @@ def iassa(model_fn: Callable[[jax.Array], jax.Array],
           *, class_id: int | None = None, window: int = 45, stride: int = 8,
           window_step: float = 1.5, stride_step: float = 0.2, beta: float = 0.5,
           threshold: float = 0.3, max_iters: int = 25, tol: float | None = None,
-          mix: str = "paper", attention_scale: str | None = "sqrt", batch_size: int = 100,
-          record: Sequence[int] = DEFAULT_RECORD, substrate="zeros", mesh=None) -> IassaResult:
+          mix: str = "paper", region: str = "paper", attention_scale: str | None = "sqrt",
+          batch_size: int = 100, record: Sequence[int] = DEFAULT_RECORD, substrate="zeros",
+          mesh=None) -> IassaResult:
   """IASSA saliency map of one image for one class (Vasu & Long, WACV 2020; SPEC §5).
 
   See the module docstring for the algorithm. The whole run (features, attention, every
@@ -485,6 +538,10 @@ def iassa(model_fn: Callable[[jax.Array], jax.Array],
       ``mean |Sn_k - Sn_{k-1}| < tol`` on the normalised estimates.
     mix: ``"paper"`` (``beta * S + (beta - 1) * A S``, eq. 6) or ``"code"`` (the authors'
       code: ``beta * S + (1 - beta) * A S``).
+    region: ``"paper"`` (windows multiplied by the HAR, estimate inside it relative to the
+      substrate image's score, 0 outside; SPEC §5) or ``"code"`` (the authors' released code:
+      occlusion windows not multiplied by the region, estimate over the whole image on raw
+      scores, HAR over the whole image); see the module docstring.
     attention_scale: ``"sqrt"`` (``softmax(Phi Phi^T / sqrt(C))``) or ``None`` (the paper).
     batch_size: Masked images per black-box call.
     record: Iterations whose maps are returned in ``records`` (paper: 5, 10, 15, 20, 25).
@@ -512,7 +569,7 @@ def iassa(model_fn: Callable[[jax.Array], jax.Array],
     raise ValueError(f"class_id must be None or an int, got {class_id!r}")
   res = iassa_batch(model_fn, feature_fn, image, key, class_id=class_id, window=window,
                     stride=stride, window_step=window_step, stride_step=stride_step, beta=beta,
-                    threshold=threshold, max_iters=max_iters, tol=tol, mix=mix,
+                    threshold=threshold, max_iters=max_iters, tol=tol, mix=mix, region=region,
                     attention_scale=attention_scale, batch_size=batch_size, record=record,
                     substrate=substrate, mesh=mesh)
   return IassaResult(*(x[0] for x in res))

@@ -212,8 +212,8 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
     grid_size: ``s`` or ``(s_h, s_w)`` (paper: 7).
     p1: Probability of keeping a grid cell, in (0, 1) (paper: 0.5).
     batch_size: Masked images per black-box call; memory is O(batch_size * H * W).
-    substrate: ``"zeros"`` (default), a float, ``"mean"``, ``"blur"`` or an array
-      broadcastable to ``[H, W, C_in]`` (see :mod:`rise_jax.substrates`).
+    substrate: ``"zeros"`` (default), a float, ``"mean"``, ``"blur"``, ``"blur_normalized"`` or
+      an array broadcastable to ``[H, W, C_in]`` (see :mod:`rise_jax.substrates`).
     normalize: ``"expected"`` divides by ``N * p1`` (paper); ``"empirical"`` by the per-pixel
       sum of the masks drawn.
     classes: ``None`` for all ``C`` classes, a sequence of class ids, or an int ``k`` for the

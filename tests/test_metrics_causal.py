@@ -20,11 +20,12 @@ def box4(x):
 
 
 def reference_curve(model_fn, image, sal, cls, step, mode, substrate):
-  """The RISE authors' loop: one forward per step, pixels changed in stable saliency order."""
+  """The RISE authors' loop: one forward per step, pixels changed in the order
+  ``flip(argsort(saliency))`` (stable argsort: among ties the higher index first)."""
   x = np.asarray(image, np.float32)
   sub = np.broadcast_to(np.asarray(substrates.make(substrate, jnp.asarray(x))), x.shape)
   start, finish = (x.copy(), sub.copy()) if mode == "deletion" else (sub.copy(), x.copy())
-  order = np.argsort(-np.asarray(sal).reshape(-1), kind="stable")
+  order = np.flip(np.argsort(np.asarray(sal).reshape(-1), kind="stable"))
   n = math.ceil(x.shape[0] * x.shape[1] / step)
   out = []
   flat_start, flat_finish = start.reshape(-1, 3), finish.reshape(-1, 3)
@@ -42,7 +43,7 @@ def test_equals_per_step_reference(mode, step, substrate):
   substrate = substrate or ("zeros" if mode == "deletion" else "blur")
   images = jnp.asarray(_rng.normal(size=(3, H, W, 3)), jnp.float32)
   sal = _rng.normal(size=(3, H, W)).astype(np.float32)
-  sal[0, :2] = 0.5  # ties, broken by index
+  sal[0, :2] = 0.5  # ties: the higher index goes first
   ids = np.array([0, 3, 1])
   fn = causal.deletion if mode == "deletion" else causal.insertion
   aucs, curves = fn(box4, images, sal, ids, step=step, substrate=substrate, batch_size=8)
@@ -53,12 +54,38 @@ def test_equals_per_step_reference(mode, step, substrate):
     np.testing.assert_allclose(aucs[b], causal.auc(ref), atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["deletion", "insertion"])
+@pytest.mark.parametrize("kind", ["constant", "piecewise"])
+def test_ties_follow_the_authors_order(mode, kind):
+  """Constant and piecewise-constant maps (all ties) against the authors' loop: among equal
+  values the higher pixel index is changed first, as ``np.flip(np.argsort(...))`` does."""
+  image = jnp.asarray(_rng.normal(size=(H, W, 3)), jnp.float32)
+  if kind == "constant":
+    sal = np.full((H, W), 0.25, np.float32)
+  else:
+    sal = np.kron(_rng.integers(0, 3, (3, 2)), np.ones((4, 5))).astype(np.float32)
+  fn = causal.deletion if mode == "deletion" else causal.insertion
+  sub = "zeros" if mode == "deletion" else "blur"
+  _, curve = fn(box4, image, sal, 2, step=7, substrate=sub, batch_size=8)
+  np.testing.assert_allclose(curve, reference_curve(box4, image, sal, 2, 7, mode, sub),
+                             atol=1e-6)
+  ranks = np.asarray(causal.pixel_ranks(jnp.asarray(sal)[None]))[0]
+  np.testing.assert_array_equal(
+      ranks[np.flip(np.argsort(sal.reshape(-1), kind="stable"))], np.arange(H * W))
+  if kind == "constant":  # the last pixel first; NumPy's default argsort agrees here
+    np.testing.assert_array_equal(ranks, np.arange(H * W)[::-1])
+    np.testing.assert_array_equal(np.flip(np.argsort(sal.reshape(-1))), np.arange(H * W)[::-1])
+  else:  # the first step takes the highest level, last index first
+    top = np.flatnonzero(sal.reshape(-1) == sal.max())
+    np.testing.assert_array_equal(np.argsort(ranks)[:top.size], top[::-1])
+
+
 def test_batch_size_invariance():
   images = jnp.asarray(_rng.normal(size=(2, H, W, 3)), jnp.float32)
   sal = _rng.normal(size=(2, H, W))
   a = causal.deletion(box4, images, sal, [1, 2], step=5, batch_size=3)[1]
   b = causal.deletion(box4, images, sal, [1, 2], step=5, batch_size=64)[1]
-  np.testing.assert_allclose(a, b, atol=1e-7)
+  np.testing.assert_allclose(a, b, atol=1e-6)  # XLA sums per batch shape
 
 
 def test_auc_closed_forms():

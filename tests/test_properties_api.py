@@ -169,8 +169,8 @@ def _window_count(length, window, stride):
 def test_iassa_valid_or_clear_error(data, broken):
   """Random window, stride (0, negative, larger than the 8x8 image), max_iters, batch_size,
   mix, class_id and record: a clear error naming the argument, or maps in [0, 1] of the right
-  shapes; the estimate is a mask-weighted average of probabilities (in [0, 1]) and iteration 0
-  sends every window of the initial sliding-window grid through the black box."""
+  shapes; the estimate is a mask-weighted average of probability differences (in [-1, 1]) and
+  iteration 0 sends every window of the initial sliding-window grid through the black box."""
   window = _draw(data, broken, "window", st.sampled_from([1, 3, 8]),
                  st.sampled_from([-1, 0, 9, 2.0, True]))
   stride = _draw(data, broken, "stride", st.sampled_from([1, 3, 8]),
@@ -202,8 +202,10 @@ def test_iassa_valid_or_clear_error(data, broken):
   res = rise_jax.iassa(_prob_box, _features, image, **kw)
   sal, records, est = (np.asarray(v) for v in (res.saliency, res.records, res.estimate))
   assert sal.shape == est.shape == (size, size) and records.shape == (len(record), size, size)
-  for arr in (sal, records.reshape(-1, size), est):
+  for arr in (sal, records.reshape(-1, size)):
     assert np.isfinite(arr).all() and np.all((arr >= 0.0) & (arr <= 1.0 + 1e-6))
+  # probabilities minus the substrate image's probability (SPEC §5)
+  assert np.isfinite(est).all() and np.all(np.abs(est) <= 1.0 + 1e-6)
   assert 0 <= int(res.iterations) <= max_iters and res.windows.shape == (max_iters + 1,)
   assert int(res.windows[0]) == _window_count(size, window, stride) ** 2
   want = int(np.argmax(_prob_box(image[None])[0])) if class_id is None else int(class_id)

@@ -1,12 +1,14 @@
 """Causal metrics (Petsiuk et al., §4.1): deletion and insertion curves and their AUC.
 
-Pixels are ranked by saliency (descending, ties broken by pixel index: a stable sort). At step
+Pixels are ranked by saliency in the RISE authors' order, ``flip(argsort(saliency))`` with a
+stable argsort: descending, and among equal values the higher (row-major) pixel index first. At
+step
 ``k`` of ``n = ceil(H * W / step)`` steps the top ``min(k * step, H * W)`` pixels are
 
 * deletion: replaced by the deletion substrate (default zeros, i.e. the mean colour in
   normalised space);
-* insertion: copied from the image into the insertion canvas (default a Gaussian blur of the
-  image, kernel 11, sigma 5).
+* insertion: copied from the image into the insertion canvas (default the authors' Gaussian
+  blur of the image, ``gkern(11, 5)``: substrate ``"blur"``).
 
 The curve holds the black box's score of the explained class at steps ``0..n`` and its AUC is
 the trapezoid rule on ``[0, 1]``. Every step of every image goes through the black box in
@@ -49,7 +51,13 @@ def auc(curve) -> np.ndarray:
 
 
 def pixel_ranks(saliency: jax.Array) -> jax.Array:
-  """Rank of each pixel, 0 = most salient; ties broken by pixel index (stable).
+  """Rank of each pixel, 0 = most salient, in the RISE authors' order.
+
+  The authors' ``evaluation.py`` orders pixels by ``np.flip(np.argsort(saliency))``. NumPy's
+  default argsort is not stable: the order of equal values depends on the NumPy build and CPU
+  (its SIMD sorts), so this takes the stable equivalent ``flip(argsort(kind="stable"))``:
+  descending, and among equal values the higher pixel index first (a constant map is
+  visited from the last pixel to the first).
 
   Args:
     saliency: float[B, H, W].
@@ -58,7 +66,7 @@ def pixel_ranks(saliency: jax.Array) -> jax.Array:
     int32[B, H * W] ranks.
   """
   flat = saliency.reshape(saliency.shape[0], -1)
-  order = jnp.argsort(-flat, axis=1, stable=True)
+  order = jnp.flip(jnp.argsort(flat, axis=1, stable=True), axis=1)
   b, p = flat.shape
   ranks = jnp.zeros((b, p), jnp.int32)
   return ranks.at[jnp.arange(b)[:, None], order].set(jnp.arange(p, dtype=jnp.int32)[None])
@@ -164,8 +172,8 @@ def deletion(model_fn: Callable[[jax.Array], jax.Array], images, saliency, class
     saliency: float[B, H, W] (or [B, 1, H, W]; or [H, W] for one image).
     class_ids: int[B] (or an int for one image): the class explained in each image.
     step: Pixels removed per step (paper: 224, one row of a 224 image).
-    substrate: What removed pixels become: ``"zeros"``, a float, ``"mean"``, ``"blur"`` or an
-      array (see :mod:`rise_jax.substrates`).
+    substrate: What removed pixels become: ``"zeros"``, a float, ``"mean"``, ``"blur"``,
+      ``"blur_normalized"`` or an array (see :mod:`rise_jax.substrates`).
     batch_size: Perturbed images per black-box call.
     mesh: Optional 1-D device mesh (default: all local devices).
 
@@ -181,8 +189,8 @@ def insertion(model_fn: Callable[[jax.Array], jax.Array], images, saliency, clas
               step: int = 224, substrate="blur", batch_size: int = 64, mesh=None):
   """Insertion metric: the class score as the most salient pixels are inserted into a canvas.
 
-  Same arguments as :func:`deletion`; ``substrate`` is the starting canvas (paper: a Gaussian
-  blur of the image, kernel 11, sigma 5). Higher AUC is better.
+  Same arguments as :func:`deletion`; ``substrate`` is the starting canvas (default ``"blur"``:
+  the authors' ``gkern(11, 5)`` blur of the image). Higher AUC is better.
   """
   return _causal("insertion", model_fn, images, saliency, class_ids, step=step,
                  substrate=substrate, batch_size=batch_size, mesh=mesh)
