@@ -7,8 +7,8 @@ Each override dict that the config module's ``sweep(arg)`` yields (dotted key ->
 applied to a copy of the (command-line overridden) config and the experiment runs in
 ``workdir/<point name>``; finished points are reused on a rerun. The experiment is the
 config's ``experiment`` field (or the config file's stem), looked up in
-:data:`experiments.tasks.runners.RUNNERS`. A config with ``explanandum.classifier_dir`` left empty gets
-``workdir/classifier``, so that all points share one trained classifier. Writes
+:data:`experiments.tasks.runners.RUNNERS`. A config with ``explanandum.classifier_dir`` left
+empty gets ``workdir/classifier``, so that all points share one trained classifier. Writes
 ``sweep.md``, ``sweep.csv`` and ``sweep.json`` under the workdir and prints the table.
 """
 

@@ -128,17 +128,15 @@ def test_rerun_reuses_results_and_captioner(quick_run, monkeypatch, tmp_path):
   shutil.copytree(original, workdir)  # the shared run folder stays as the first run left it
   monkeypatch.setattr(caption_lib, "caption_rise", _fail)
   monkeypatch.setattr(train_lib, "fit_captioner", _fail)
-  os.remove(os.path.join(workdir, "tables.md"))
   again = ce.train_and_evaluate(config, workdir)  # unchanged fingerprint: the saved results
   assert json.dumps(again, sort_keys=True) == json.dumps(res, sort_keys=True)
-  assert os.path.exists(os.path.join(workdir, "tables.md"))  # rewritten from them
   # progress / workdir are not part of the fingerprint.
   other = caption_config.get_config("quick")
   other.progress, other.workdir = True, "/elsewhere"
   assert run_folder.config_fingerprint(other)[0] == run_folder.config_fingerprint(config)[0]
   assert ce.train_and_evaluate(other, workdir)["images"] == res["images"]
-  # Another setting reruns the evaluation but reuses the trained captioner (RISE is faked:
-  # only the reuse is tested here, and a real run would compile RISE again).
+  # Another setting is refused; with overwrite it reruns the evaluation but reuses the trained
+  # captioner, a run folder of its own (RISE is faked: only the reuse is tested here).
   monkeypatch.undo()
   monkeypatch.setattr(train_lib, "fit_captioner", _fail)
   calls = []
@@ -154,6 +152,9 @@ def test_rerun_reuses_results_and_captioner(quick_run, monkeypatch, tmp_path):
   changed = caption_config.get_config("quick")
   changed.rise.num_masks = 8
   changed.eval.update(num_explain=1, num_png=0, save_maps=False)
+  with pytest.raises(run_folder.RunFolderError, match="rise.num_masks"):
+    ce.train_and_evaluate(changed, workdir)
+  changed.overwrite = True
   out = ce.train_and_evaluate(changed, workdir)
   assert calls == [8]
   assert out["training"]["cached"] is True and out["training"]["train_seconds"] is None

@@ -123,7 +123,7 @@ def test_parity_with_torch_reference(arch, record_property):
   assert set(variables) == ({"params"} if arch == "vgg16" else {"params", "batch_stats"})
   assert _flax_param_count(variables) == _torch_param_count(tmodel)
   head = tv._HEADS[arch][0]
-  module = tv.build_module(arch, int(sd[head].shape[0]))
+  module = tv.build_arch(arch, int(sd[head].shape[0]))
   diffs = _assert_parity(tmodel, module, variables, shape)
   _record(record_property, arch, diffs)
 

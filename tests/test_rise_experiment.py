@@ -156,7 +156,7 @@ def test_numbers_equal_an_independent_recomputation(quick_run):
   rows = _pairs(workdir)
   saved = np.load(os.path.join(workdir, "maps.npz"))
   assert len(saved["class_id"]) == results["num_pairs"]  # save_maps is above the pair count
-  model = explanandum.load(config, workdir)
+  model = explanandum.from_config(config, workdir)
   probs_fn = model.black_box("sigmoid")
   test = synthetic.make("test", d.num_test, seed=config.seed, image_size=d.image_size,
                         num_classes=d.num_classes)
@@ -211,7 +211,7 @@ def test_rerun_reuses_results_without_recomputing(quick_run, monkeypatch):
   def fail(*args, **kwargs):
     raise RuntimeError("recomputed")
 
-  monkeypatch.setattr(explanandum, "load", fail)
+  monkeypatch.setattr(explanandum, "from_config", fail)
   monkeypatch.setattr(datasets, "iter_test_batches", fail)
   again = rx.train_and_evaluate(config, workdir)
   assert again["headline"] == results["headline"]

@@ -33,16 +33,16 @@ def _counting(results):
 def test_same_config_reuses_other_config_is_refused_naming_keys(tmp_path):
   folder = str(tmp_path / "run")
   compute, calls = _counting({"score": 1.0})
-  assert run_folder.run(folder, _config(), compute) == {"score": 1.0}
-  assert run_folder.run(folder, _config(progress=True), compute) == {"score": 1.0}
+  assert run_folder.once(folder, _config(), compute) == {"score": 1.0}
+  assert run_folder.once(folder, _config(progress=True), compute) == {"score": 1.0}
   assert len(calls) == 1  # progress/workdir/overwrite never change a result
   other = _config(lr=0.2, seed=3)
   other.data.n = 11
   with pytest.raises(run_folder.RunFolderError, match=r"data\.n, lr, seed"):
-    run_folder.run(folder, other, compute)
+    run_folder.once(folder, other, compute)
   assert len(calls) == 1
   other.overwrite = True  # start over: the old results are gone, the new ones recorded
-  assert run_folder.run(folder, other, _counting({"score": 2.0})[0]) == {"score": 2.0}
+  assert run_folder.once(folder, other, _counting({"score": 2.0})[0]) == {"score": 2.0}
   assert run_folder.status(folder, other) == "done"
   assert run_folder.status(folder, _config()) == "other"
 
@@ -67,7 +67,7 @@ def test_upstream_configs_are_part_of_a_stage_fingerprint(tmp_path):
 
 def test_kill_between_results_and_marker_never_pairs_configs(tmp_path, monkeypatch):
   folder = str(tmp_path / "run")
-  run_folder.run(folder, _config(), _counting({"score": 1.0})[0])
+  run_folder.once(folder, _config(), _counting({"score": 1.0})[0])
   real_write = run_folder.write_json
 
   def killed_on_marker(path, obj):
@@ -78,26 +78,26 @@ def test_kill_between_results_and_marker_never_pairs_configs(tmp_path, monkeypat
   b = _config(lr=0.5, overwrite=True)
   monkeypatch.setattr(run_folder, "write_json", killed_on_marker)
   with pytest.raises(KeyboardInterrupt):
-    run_folder.run(folder, b, _counting({"score": 5.0})[0])
+    run_folder.once(folder, b, _counting({"score": 5.0})[0])
   monkeypatch.setattr(run_folder, "write_json", real_write)
   with open(os.path.join(folder, run_folder.RESULTS)) as f:
     assert json.load(f) == {"score": 5.0}
   # A's config finds B's (unfinished) folder: refused, not paired with B's results.
   with pytest.raises(run_folder.RunFolderError, match="lr"):
-    run_folder.run(folder, _config(), _counting({"score": 1.0})[0])
+    run_folder.once(folder, _config(), _counting({"score": 1.0})[0])
   # B reruns (its results were never marked finished) instead of reusing them.
   compute, calls = _counting({"score": 6.0})
-  assert run_folder.run(folder, _config(lr=0.5), compute) == {"score": 6.0} and calls
+  assert run_folder.once(folder, _config(lr=0.5), compute) == {"score": 6.0} and calls
 
 
 def test_truncated_results_are_recomputed_with_a_warning(tmp_path):
   folder = str(tmp_path / "run")
-  run_folder.run(folder, _config(), _counting({"score": 1.0})[0])
+  run_folder.once(folder, _config(), _counting({"score": 1.0})[0])
   with open(os.path.join(folder, run_folder.RESULTS), "w") as f:
     f.write('{"score": 1.')  # truncated
   compute, calls = _counting({"score": 1.0})
   with pytest.warns(UserWarning, match="not valid JSON"):
-    assert run_folder.run(folder, _config(), compute) == {"score": 1.0}
+    assert run_folder.once(folder, _config(), compute) == {"score": 1.0}
   assert len(calls) == 1
   with open(os.path.join(folder, run_folder.RESULTS)) as f:
     assert json.load(f) == {"score": 1.0}
@@ -118,11 +118,11 @@ def test_a_second_concurrent_run_fails_at_once(tmp_path):
   try:
     assert proc.stdout.readline().strip() == "locked"
     with pytest.raises(run_folder.RunFolderBusy, match="in use by another run"):
-      run_folder.run(folder, _config(), _counting({"score": 1.0})[0])
+      run_folder.once(folder, _config(), _counting({"score": 1.0})[0])
   finally:
     proc.kill()
     proc.wait()
-  assert run_folder.run(folder, _config(), _counting({"score": 1.0})[0]) == {"score": 1.0}
+  assert run_folder.once(folder, _config(), _counting({"score": 1.0})[0]) == {"score": 1.0}
 
 
 def test_writes_are_atomic_and_leave_no_temp_files(tmp_path):

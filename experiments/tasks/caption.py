@@ -286,7 +286,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ``workdir/captioner`` trained with another config.
   """
   check_config(config)
-  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+  return run_folder.once(workdir, config, lambda: _evaluate(config, workdir))
 
 
 def _evaluate(config, workdir: str) -> dict:

@@ -216,7 +216,7 @@ def trained_explainer(config, workdir: str) -> dict:
     split}``.
   """
   os.makedirs(workdir, exist_ok=True)
-  model = explanandum.load(config, workdir)
+  model = explanandum.from_config(config, workdir)
   apply_fn, variables, class_names = model.apply_fn, model.variables, model.class_names
   train, val, test = datasets.load_splits(config)
   c = config.explainer
@@ -241,7 +241,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns:
     The results dict written to ``workdir/results.json``.
   """
-  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+  return run_folder.once(workdir, config, lambda: _evaluate(config, workdir))
 
 
 def _evaluate(config, workdir: str) -> dict:

@@ -78,7 +78,7 @@ def _registry(config) -> Explanandum:
                      {"source": "registry", "arch": e.arch, "weights": e.weights})
 
 
-def load(config, workdir: str) -> Explanandum:
+def from_config(config, workdir: str) -> Explanandum:
   """The frozen classifier of ``config.explanandum`` (trained or reused, or loaded).
 
   Args:

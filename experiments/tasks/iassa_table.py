@@ -298,7 +298,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ``best_mix``, ``paper_table1`` and more.
   """
   _check_config(config)
-  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+  return run_folder.once(workdir, config, lambda: _evaluate(config, workdir))
 
 
 def _evaluate(config, workdir: str) -> dict:
@@ -314,7 +314,7 @@ def _evaluate(config, workdir: str) -> dict:
 def _load(config, workdir: str) -> dict:
   """The explanandum, test pairs, scaled settings and black boxes of the config."""
   ev, ic, d = config.eval, config.iassa, config.data
-  model = explanandum.load(config, workdir)
+  model = explanandum.from_config(config, workdir)
   test, names = datasets.load_test(config)
   images = np.asarray(test["image"], np.float32)
   size = images.shape[1]

@@ -293,7 +293,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     ``seconds``, ``paper``, ``config`` and ``fingerprint``.
   """
   check_config(config)
-  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+  return run_folder.once(workdir, config, lambda: _evaluate(config, workdir))
 
 
 def _evaluate(config, workdir: str) -> dict:
@@ -323,7 +323,7 @@ def _evaluate(config, workdir: str) -> dict:
 def _load(config, workdir: str) -> dict:
   """Explanandum, test-batch stream, scaled settings, black boxes and methods of the config."""
   d, ev = config.data, config.eval
-  model = explanandum.load(config, workdir)
+  model = explanandum.from_config(config, workdir)
   batches, total, data_names = datasets.iter_test_batches(config)
   st = scaled_settings(int(d.image_size), paper_size=int(ev.paper_size),
                        window=int(config.occlusion.window), stride=int(config.occlusion.stride),

@@ -155,10 +155,11 @@ def locked(folder: str) -> Iterator[None]:
 
 
 def _clear(folder: str) -> None:
+  """Empties ``folder`` but for its lock and nested run folders (each guards itself)."""
   for name in os.listdir(folder):
-    if name == LOCK:
-      continue
     path = os.path.join(folder, name)
+    if name == LOCK or os.path.exists(os.path.join(path, MARKER)):
+      continue
     if os.path.isdir(path) and not os.path.islink(path):
       shutil.rmtree(path)
     else:
@@ -202,7 +203,8 @@ def claim(folder: str, config, *, overwrite: bool | None = None) -> Iterator[Cla
   unfinished (or its results do not decode): the run continues there (a training run resumes
   its checkpoints). Another fingerprint: :class:`RunFolderError` naming the differing keys,
   unless ``overwrite`` (default: ``config.overwrite`` when the config has it), which empties
-  the folder first.
+  the folder first (nested run folders, e.g. a trained classifier or captioner, stay: each is
+  checked against its own config when it is used).
 
   Args:
     folder: The run folder (created if missing).
@@ -236,7 +238,7 @@ def claim(folder: str, config, *, overwrite: bool | None = None) -> Iterator[Cla
     yield Claim(folder, config_dict, sha, cached)
 
 
-def run(folder: str, config, compute: Callable[[], dict]) -> dict:
+def once(folder: str, config, compute: Callable[[], dict]) -> dict:
   """``compute()``'s results for ``config`` in ``folder``, reused when already finished there
   (see :func:`claim`); the computed results are recorded with the compute time."""
   with claim(folder, config) as c:
@@ -250,9 +252,9 @@ def run(folder: str, config, compute: Callable[[], dict]) -> dict:
 
 def reuse_or_run(folder: str, config, compute: Callable[[], dict]) -> tuple[dict, bool]:
   """``(results, reused)``: the folder's results when it finished with ``config``, without
-  calling ``compute``; else :func:`run` (which refuses a folder of another config)."""
+  calling ``compute``; else :func:`once` (which refuses a folder of another config)."""
   if status(folder, config) == "done":
     results = read_json(os.path.join(folder, RESULTS))
     if results is not None:
       return results, True
-  return run(folder, config, compute), False
+  return once(folder, config, compute), False

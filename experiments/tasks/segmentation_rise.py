@@ -42,7 +42,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if config.num_images < 1 or not 0 < config.threshold < 1:
     raise ValueError(f"segmentation_rise.num_images must be >= 1 and threshold in (0, 1), got "
                      f"{config.num_images} and {config.threshold}")
-  return run_folder.run(workdir, config, lambda: _evaluate(config, workdir))
+  return run_folder.once(workdir, config, lambda: _evaluate(config, workdir))
 
 
 def _mass_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:

@@ -47,7 +47,7 @@ _IGNORED_PREFIXES: dict[str, tuple[str, ...]] = {"deeplabv3_resnet50": ("aux_cla
 _SPECIAL_SEGMENTS = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}
 
 
-def build_module(arch: str, num_classes: int) -> Any:
+def build_arch(arch: str, num_classes: int) -> Any:
   """The Flax module that :func:`convert` fills for ``arch``.
 
   Args:
@@ -218,7 +218,7 @@ def convert(arch: str, torch_weights: str | os.PathLike | Mapping[str, Any],
 
   Returns:
     ``{"params": ..., "batch_stats": ...}`` (nested dicts of float32 NumPy arrays) for the
-    module of :func:`build_module`; ``"batch_stats"`` only where the model has batch norm
+    module of :func:`build_arch`; ``"batch_stats"`` only where the model has batch norm
     (not ``vgg16``), so the tree matches ``module.init``'s.
 
   Raises:
@@ -235,7 +235,7 @@ def convert(arch: str, torch_weights: str | os.PathLike | Mapping[str, Any],
   head_key, default_classes = _HEADS[arch]
   if num_classes is None:
     num_classes = int(raw[head_key].shape[0]) if head_key in raw else default_classes
-  return convert_variables(build_module(arch, num_classes), raw, name=arch)
+  return convert_variables(build_arch(arch, num_classes), raw, name=arch)
 
 
-__all__ = ["ARCHS", "build_module", "convert", "convert_variables", "load_state_dict"]
+__all__ = ["ARCHS", "build_arch", "convert", "convert_variables", "load_state_dict"]
