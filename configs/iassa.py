@@ -63,7 +63,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.iassa = ml_collections.ConfigDict(dict(
       window=45, stride=8, window_step=1.5, stride_step=0.2,  # the paper's, at paper_size
       beta=0.5, threshold=0.3, max_iters=25, record=(5, 10, 15, 20, 25),
-      mixes=("paper", "code"), attention_scale="sqrt",
+      mixes=("paper", "code"), regions=("paper", "code"), attention_scale="sqrt",
       stages=("stage1", "stage2", "stage3", "stage4"), batch_size=32, substrate="zeros"))
   # Scale of the window settings; None: image_size / paper_size.
   config.iassa.scale = ml_collections.FieldReference(None, field_type=float)

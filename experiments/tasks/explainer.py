@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from experiments.tasks import datasets, explanandum, run_folder
+from experiments.tasks import datasets, evidence, explanandum, run_folder
 from rise_jax import viz
 from rise_jax.baselines import gradcam
 from rise_jax.data import synthetic
@@ -137,7 +137,7 @@ def score_methods(probs_fn: Callable, test: dict, masks: dict[str, np.ndarray],
   images = np.asarray(test["image"], np.float32)[keep]
   labels = labels[keep]
   gt = (np.asarray(test["segmentation"], bool)[keep] & labels[:, None, None, :]).any(-1)
-  table2, specific, timing = {}, {}, {}
+  table2, specific, timing, per_image = {}, {}, {}, {}
   for name, value in masks.items():
     if name.endswith("_seconds_per_image"):
       timing[name[:-len("_seconds_per_image")]] = value
@@ -147,16 +147,49 @@ def score_methods(probs_fn: Callable, test: dict, masks: dict[str, np.ndarray],
     m = np.asarray(m)
     probs = _batched(probs_fn, images * m[..., None], batch_size, "", False)
     scores = explainer_scores(m, gt, probs, labels)
-    scores.pop("per_image")
+    per_image[name] = {k: np.asarray(v) for k, v in scores.pop("per_image").items()}
     table2[name] = scores
     cs = class_specific_table(probs_fn, images, class_masks, labels, batch_size=batch_size)
     specific[name] = {"table": np.asarray(cs["table"]).tolist(),
                       "diagonal_mean": float(cs["diagonal_mean"]),
                       "off_diagonal_mean": float(cs["off_diagonal_mean"]),
                       "none_mean": float(cs["none_mean"])}
+    gap = cs["per_image"]["diagonal"] - cs["per_image"]["off_diagonal"]
+    specific[name]["gap_ci"] = evidence.ci(gap[np.isfinite(gap)])
   table2.update(sanity_baselines(probs_fn, images, gt, labels))
-  return {"table2": table2, "class_specific": specific, "seconds_per_image": timing,
+  ci, comparisons = _evidence(per_image, specific)
+  return {"table2": table2, "table2_ci": ci, "comparisons": comparisons,
+          "class_specific": specific, "seconds_per_image": timing,
           "num_images": int(keep.sum())}
+
+
+def _evidence(per_image: dict, specific: dict) -> tuple[dict, list[dict]]:
+  """CIs over images of Table 2, and Stalder's orderings on paired per-image differences:
+  the Explainer above RISE and Grad-CAM on Acc and IoU, below them on MAE; its class-specific
+  gap (diagonal minus off-diagonal) above 0.3."""
+  ci = {name: {k: evidence.ci(v) for k, v in vals.items()} for name, vals in per_image.items()}
+  comparisons = []
+  ours = per_image.get("Explainer")
+  for other in ("RISE", "Grad-CAM"):
+    if ours is None or other not in per_image:
+      continue
+    for m, direction, word in (("acc", "greater", "above"), ("iou", "greater", "above"),
+                               ("mae", "less", "below")):
+      comparisons.append(evidence.compare(
+          f"Explainer {m.upper() if m != 'iou' else 'IoU'} {word} {other}'s (Stalder Tab. 2)",
+          ours[m], per_image[other][m], direction=direction, names=("Explainer", other),
+          metric=m))
+  gap = specific.get("Explainer", {}).get("gap_ci")
+  if gap is not None and gap["n"]:
+    verdict = ("holds" if gap["low"] > 0.3 else "reversed" if gap["high"] < 0.3
+               else "not resolved")
+    comparisons.append({
+        "claim": "Explainer class-specific: diagonal minus off-diagonal above 0.3 (Stalder "
+                 "Tab. 1)", "a": "diagonal", "b": "off-diagonal + 0.3", "metric": "probability",
+        "direction": "greater", "difference": gap["mean"] - 0.3, "low": gap["low"] - 0.3,
+        "high": gap["high"] - 0.3, "num_pairs": gap["n"], "num_images": gap["n"],
+        "verdict": verdict})
+  return ci, comparisons
 
 
 def tables_markdown(results: dict, class_names: list[str] | None = None) -> str:
@@ -171,6 +204,15 @@ def tables_markdown(results: dict, class_names: list[str] | None = None) -> str:
     paper = " | ".join(f"{p[k]:.2f}" if k in p else "" for k in ("acc", "iou", "sal", "mae"))
     lines.append(f"| {name} | {100 * s['acc']:.2f} | {100 * s['iou']:.2f} | {s['sal']:.3f} | "
                  f"{100 * s['mae']:.2f} | {paper} |")
+  if results.get("table2_ci"):
+    lines += ["", "Mean [95% bootstrap CI over images] (Acc, IoU, MAE in %):", "",
+              "| method | Acc ↑ | IoU ↑ | Sal ↓ | MAE ↓ |", "|---|---|---|---|---|"]
+    for name, c in results["table2_ci"].items():
+      lines.append(f"| {name} | {evidence.fmt(c['acc'], 2, 100)} | {evidence.fmt(c['iou'], 2, 100)}"
+                   f" | {evidence.fmt(c['sal'], 3)} | {evidence.fmt(c['mae'], 2, 100)} |")
+  if results.get("comparisons"):
+    lines += ["", "### Stalder et al.'s orderings, decided on paired per-image differences", "",
+              *evidence.comparisons_markdown(results["comparisons"])]
   for name, cs in results["class_specific"].items():
     table = np.asarray(cs["table"], np.float64)
     c = table.shape[0]
@@ -178,7 +220,8 @@ def tables_markdown(results: dict, class_names: list[str] | None = None) -> str:
     lines += ["", f"## Class-specific masking, {name} (Stalder et al. Table 1 analogue)", "",
               f"Rows: target class; columns: mask class. Diagonal mean "
               f"{cs['diagonal_mean']:.3f}, off-diagonal {cs['off_diagonal_mean']:.3f}, "
-              f"none {cs['none_mean']:.3f}.", "",
+              f"none {cs['none_mean']:.3f}; per image with two or more classes, diagonal minus "
+              f"off-diagonal {evidence.fmt(cs.get('gap_ci'), 3)}.", "",
               "| target \\ mask | " + " | ".join(names) + " | none |",
               "|---" * (c + 2) + "|"]
     for i in range(c):

@@ -52,7 +52,7 @@ import jax
 import numpy as np
 import tqdm
 
-from experiments.tasks import datasets, explanandum, run_folder
+from experiments.tasks import datasets, evidence, explanandum, run_folder
 from rise_jax import viz
 from rise_jax.iassa import iassa, stage_feature_fn
 from rise_jax.metrics import pointing, scoring
@@ -121,27 +121,19 @@ def scaled_iassa_settings(window: int, stride: int, window_step: float, stride_s
           "window_step": float(window_step * s), "stride_step": float(stride_step * s)}
 
 
-def paired_difference(a, b) -> dict[str, float]:
-  """Mean and standard error of the per-pair difference ``a - b``.
-
-  Args:
-    a: float[P] values of one method.
-    b: float[P] values of the other method on the same pairs.
-
-  Returns:
-    ``{"mean", "se", "wins"}``: mean difference, its standard error ``std(ddof=1) / sqrt(P)``
-    (0 for one pair) and the fraction of pairs with ``a > b``.
-  """
-  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-  if d.ndim != 1 or not d.size:
-    raise ValueError(f"a and b must be non-empty 1-D arrays of the same length, got {d.shape}")
-  se = float(d.std(ddof=1) / math.sqrt(d.size)) if d.size > 1 else 0.0
-  return {"mean": float(d.mean()), "se": se, "wins": float(np.mean(d > 0))}
+def row_name(method: str, mix: str | None = None, k: int | None = None,
+             region: str = "paper") -> str:
+  """Table row label: ``"RISE"`` or ``"IASSA mix=paper region=paper k=15"``."""
+  return method if mix is None else f"{method} mix={mix} region={region} k={k}"
 
 
-def row_name(method: str, mix: str | None = None, k: int | None = None) -> str:
-  """Table row label: ``"RISE"`` or ``"IASSA mix=paper k=15"``."""
-  return method if mix is None else f"{method} mix={mix} k={k}"
+def _variants(ic) -> list[tuple[str, str]]:
+  """The ``(mix, region)`` combinations the config runs."""
+  return [(mix, region) for mix in ic.mixes for region in ic.get("regions", ("paper",))]
+
+
+def _variant(mix: str, region: str) -> str:
+  return f"mix={mix} region={region}"
 
 
 def _fmt(v: float, level: str) -> str:
@@ -180,13 +172,14 @@ def tables_markdown(results: dict) -> str:
       lines.append(f"| paper COCO {name} | " + " | ".join(_fmt(row[c], level) for c in cols)
                    + " |")
     lines.append("")
-  lines += ["### IASSA minus RISE, image level (paired over pairs: mean ± s.e., share of pairs "
-            "where IASSA is higher; for deletion higher is worse)", "",
-            "| row | ΔF1 | ΔIoU | Δpointing | Δdeletion | Δinsertion |", "|---" * 6 + "|"]
-  for name, d in results["vs_rise"].items():
-    cells = " | ".join(f"{d[m]['mean']:+.4f} ± {d[m]['se']:.4f} ({100 * d[m]['wins']:.0f}%)"
-                       for m in ("f1", "iou", "pointing", "deletion", "insertion"))
-    lines.append(f"| {name} | {cells} |")
+  lines += ["### Image level with 95% bootstrap CIs over images", "",
+            "| method | Deletion ↓ | Insertion ↑ | F1 ↑ | IoU ↑ | Pointing ↑ |",
+            "|---|---|---|---|---|---|"]
+  for name, row in results.get("ci", {}).items():
+    lines.append(f"| {name} | " + " | ".join(evidence.fmt(row[c], 4) for c in cols) + " |")
+  lines += ["", "### IASSA against RISE and against its own first recorded iteration "
+            "(paired differences, image level)", "",
+            *evidence.comparisons_markdown(results.get("comparisons", []))]
   strict = ", ".join(f"{n} {r['pointing_strict']:.3f}"
                      for n, r in results["table"]["image"].items())
   area = ", ".join(f"{n} {r['area']:.1f}" for n, r in results["table"]["image"].items())
@@ -197,12 +190,12 @@ def tables_markdown(results: dict) -> str:
     lines.append(f"Centre baseline pointing (tolerance {st['tolerance']:.2f} px): "
                  f"{centre:.4f}.")
   t = results["seconds"]
-  lines.append("Seconds: RISE {:.3f} per image; ".format(t["RISE_per_image"]) + "; ".join(
-      f"IASSA mix={m} {t[f'IASSA_{m}_per_pair']:.3f} per pair" for m in st["iassa"]["mixes"])
-      + " (compilation excluded).")
   it = results["iassa_runs"]
+  lines.append("Seconds: RISE {:.3f} per image; ".format(t["RISE_per_image"]) + "; ".join(
+      f"IASSA {v} {t[f'IASSA {v} per_pair']:.3f} per pair" for v in it)
+      + " (compilation excluded).")
   lines.append("IASSA windows sent through the black box per pair: " + "; ".join(
-      f"mix={m} {it[m]['windows_per_pair']:.0f}" for m in st["iassa"]["mixes"]) + ".")
+      f"{v} {it[v]['windows_per_pair']:.0f}" for v in it) + ".")
   best = results.get("best_mix")
   if best:
     lines.append(f"Better mix (mean image-level F1 + IoU over k): {best}.")
@@ -212,15 +205,15 @@ def tables_markdown(results: dict) -> str:
 def _write_csvs(results: dict, pairs_rows: list[dict], workdir: str) -> None:
   with open(os.path.join(workdir, "table.csv"), "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["level", "method", "mix", "k", *METRICS, "pointing_strict"])
+    w.writerow(["level", "method", "mix", "region", "k", *METRICS, "pointing_strict"])
     for level, rows in results["table"].items():
       for name, row in rows.items():
-        method, mix, k = results["rows"][name]
-        w.writerow([level, method, mix or "", "" if k is None else k,
+        method, mix, k, region = results["rows"][name]
+        w.writerow([level, method, mix or "", region or "", "" if k is None else k,
                     *(f"{row[m]:.8g}" for m in METRICS + ("pointing_strict",))])
     for level, rows in PAPER_TABLE1.items():
       for method, row in rows.items():
-        w.writerow([level, f"paper COCO {method}", "", 25 if method == "IASSA" else "",
+        w.writerow([level, f"paper COCO {method}", "", "", 25 if method == "IASSA" else "",
                     *(f"{row[m]:.8g}" for m in METRICS), ""])
   with open(os.path.join(workdir, "pairs.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(pairs_rows[0]))
@@ -244,17 +237,19 @@ def _rise_maps(probs_fn, images: np.ndarray, pair_img: np.ndarray, pair_cls: np.
 
 
 def _iassa_maps(probs_fn, feature_fn, images: np.ndarray, pair_img: np.ndarray,
-                pair_cls: np.ndarray, settings: dict, ic, mix: str, progress: bool
-                ) -> tuple[np.ndarray, dict]:
-  """IASSA records ``float32[P, R, H, W]`` of every pair for one ``mix``, with run stats."""
+                pair_cls: np.ndarray, settings: dict, ic, mix: str, region: str,
+                progress: bool) -> tuple[np.ndarray, dict]:
+  """IASSA records ``float32[P, R, H, W]`` of every pair for one ``(mix, region)``, with run
+  stats."""
   records, iters, windows, times = [], [], [], []
-  for i, c in tqdm.tqdm(list(zip(pair_img, pair_cls)), desc=f"IASSA mix={mix}",
+  for i, c in tqdm.tqdm(list(zip(pair_img, pair_cls)), desc=f"IASSA {_variant(mix, region)}",
                         disable=not progress, unit="pair"):
     start = time.perf_counter()
     res = iassa(probs_fn, feature_fn, images[i], class_id=int(c), window=settings["window"],
                 stride=settings["stride"], window_step=settings["window_step"],
                 stride_step=settings["stride_step"], beta=ic.beta, threshold=ic.threshold,
-                max_iters=ic.max_iters, mix=mix, attention_scale=ic.attention_scale,
+                max_iters=ic.max_iters, mix=mix, region=region,
+                attention_scale=ic.attention_scale,
                 batch_size=ic.batch_size, record=tuple(ic.record), substrate=ic.substrate)
     records.append(np.asarray(res.records))
     times.append(time.perf_counter() - start)
@@ -277,6 +272,10 @@ def _check_config(config) -> None:
   if not rec or any(r < 0 or r > ic.max_iters for r in rec):
     raise ValueError(f"iassa.record must be non-empty iterations in [0, max_iters="
                      f"{ic.max_iters}], got {rec}")
+  regions = tuple(ic.get("regions", ("paper",)))
+  if not regions or any(r not in ("paper", "code") for r in regions):
+    raise ValueError(f"iassa.regions must be a non-empty subset of ('paper', 'code'), got "
+                     f"{regions}")
   if not ic.mixes or any(m not in ("paper", "code") for m in ic.mixes):
     raise ValueError(f"iassa.mixes must be a non-empty subset of ('paper', 'code'), got "
                      f"{tuple(ic.mixes)}")
@@ -347,16 +346,17 @@ def _explain(config, data: dict):
   maps["RISE"], seconds["RISE_per_image"] = _rise_maps(
       data["explain_fn"], data["images"], data["pair_img"], data["pair_cls"], config.rise,
       config.progress)
-  rows["RISE"] = ("RISE", None, None)
-  for mix in ic.mixes:
-    rec, runs[mix] = _iassa_maps(data["explain_fn"], data["feature_fn"], data["images"],
-                                 data["pair_img"], data["pair_cls"], data["settings"], ic, mix,
-                                 config.progress)
-    records[mix] = rec
-    seconds[f"IASSA_{mix}_per_pair"] = runs[mix]["seconds_per_pair"]
+  rows["RISE"] = ("RISE", None, None, None)
+  for mix, region in _variants(ic):
+    v = _variant(mix, region)
+    rec, runs[v] = _iassa_maps(data["explain_fn"], data["feature_fn"], data["images"],
+                               data["pair_img"], data["pair_cls"], data["settings"], ic, mix,
+                               region, config.progress)
+    records[v] = rec
+    seconds[f"IASSA {v} per_pair"] = runs[v]["seconds_per_pair"]
     for j, k in enumerate(ic.record):
-      name = row_name("IASSA", mix, int(k))
-      maps[name], rows[name] = rec[:, j], ("IASSA", mix, int(k))
+      name = row_name("IASSA", mix, int(k), region)
+      maps[name], rows[name] = rec[:, j], ("IASSA", mix, int(k), region)
   return maps, rows, records, seconds, runs
 
 
@@ -396,21 +396,51 @@ def _settings(config, data: dict) -> dict:
                           "window_step": ic.window_step, "stride_step": ic.stride_step},
                 "beta": ic.beta, "threshold": ic.threshold, "max_iters": ic.max_iters,
                 "record": [int(k) for k in ic.record], "mixes": list(ic.mixes),
+                "regions": list(ic.get("regions", ("paper",))),
                 "attention_scale": ic.attention_scale, "stages": list(ic.stages),
                 "substrate": str(ic.substrate)},
   }
 
 
+def _evidence(config, data: dict, scores: dict) -> tuple[dict, list[dict]]:
+  """Image-level CIs of every row, and paired comparisons: each IASSA variant against RISE
+  (F1, IoU) at every recorded k, and at its last recorded k against its first (does IASSA keep
+  improving with iterations?)."""
+  image, cls = data["pair_img"], data["pair_cls"]
+  ci = {}
+  for name, sc in scores.items():
+    seen = sc["pointing"] >= 0
+    ci[name] = {m: evidence.ci(sc[m], image) for m in ("deletion", "insertion", "f1", "iou")}
+    ci[name]["pointing"] = evidence.ci(sc["pointing"][seen], image[seen], cls[seen])
+  comparisons = []
+  ks = [int(k) for k in config.iassa.record]
+  for mix, region in _variants(config.iassa):
+    for k in ks:
+      name = row_name("IASSA", mix, k, region)
+      for m, word in (("f1", "F1"), ("iou", "IoU")):
+        comparisons.append(evidence.compare(
+            f"{name}: {word} above RISE's (IASSA Tab. 1)", scores[name][m],
+            scores["RISE"][m], direction="greater", names=(name, "RISE"), metric=m,
+            groups=image))
+    if len(ks) > 1:
+      first, last = row_name("IASSA", mix, ks[0], region), row_name("IASSA", mix, ks[-1], region)
+      for m, word in (("f1", "F1"), ("iou", "IoU")):
+        comparisons.append(evidence.compare(
+            f"IASSA {_variant(mix, region)}: {word} at k={ks[-1]} above k={ks[0]} (keeps "
+            "improving)", scores[last][m], scores[first][m], direction="greater",
+            names=(last, first), metric=m, groups=image))
+  return ci, comparisons
+
+
 def _assemble(config, data, rows, scores, table, game, seconds, runs) -> dict:
   ic = config.iassa
-  vs_rise = {name: {m: paired_difference(scores[name][m], scores["RISE"][m])
-                    for m in METRICS} for name in scores if name != "RISE"}
-  mix_score = {mix: float(np.mean([table["image"][row_name("IASSA", mix, int(k))][m]
-                                   for k in ic.record for m in ("f1", "iou")]))
-               for mix in ic.mixes}
+  mix_score = {_variant(mix, region): float(np.mean(
+      [table["image"][row_name("IASSA", mix, int(k), region)][m]
+       for k in ic.record for m in ("f1", "iou")])) for mix, region in _variants(ic)}
   games = game.results()
+  ci, comparisons = _evidence(config, data, scores)
   return {
-      "table": table, "vs_rise": vs_rise, "rows": rows,
+      "table": table, "ci": ci, "comparisons": comparisons, "rows": rows,
       "best_mix": max(mix_score, key=mix_score.get) if len(mix_score) > 1 else None,
       "mix_f1_iou_mean": mix_score, "pointing_centre": games["centre"]["all"]["mean"],
       "pointing_difficult": {"RISE": games["difficult"]["mean"],
@@ -428,10 +458,11 @@ def _report(config, workdir: str, data: dict, results: dict, scores: dict,
   pair_img, pair_cls, names = data["pair_img"], data["pair_cls"], data["class_names"]
   pairs_rows = []
   for name, sc in scores.items():
-    method, mix, k = results["rows"][name]
+    method, mix, k, region = results["rows"][name]
     for p in range(pair_img.size):
       pairs_rows.append({"image": int(pair_img[p]), "class": int(pair_cls[p]),
-                         "method": method, "mix": mix or "", "k": "" if k is None else k,
+                         "method": method, "mix": mix or "", "region": region or "",
+                         "k": "" if k is None else k,
                          **{m: float(sc[m][p]) for m in METRICS + ("pointing_strict",)},
                          "area": int(sc["area"][p])})
   run_folder.write_text(os.path.join(workdir, "tables.md"), tables_markdown(results))
@@ -439,9 +470,9 @@ def _report(config, workdir: str, data: dict, results: dict, scores: dict,
   fig_rows, fig_idx = [], []
   for p in range(min(int(config.eval.figure_pairs), pair_img.size)):
     cname = names[pair_cls[p]] if names else str(pair_cls[p])
-    for mix in config.iassa.mixes:
-      fig_rows.append((f"image {pair_img[p]}, {cname}, mix={mix}",
-                       np.concatenate([data["rise_maps"][p][None], records[mix][p]])))
+    for v in records:
+      fig_rows.append((f"image {pair_img[p]}, {cname}, {v}",
+                       np.concatenate([data["rise_maps"][p][None], records[v][p]])))
       fig_idx.append(p)
   if fig_rows:
     viz.save_map_grid(os.path.join(workdir, "iassa_maps.png"), data["pair_images"], data["gt"],

@@ -75,7 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from experiments.tasks import datasets, explanandum, run_folder
+from experiments.tasks import datasets, evidence, explanandum, run_folder
 from rise_jax import evaluation, viz
 from rise_jax.baselines import gradcam, occlusion
 from rise_jax.metrics import causal, pointing
@@ -313,6 +313,7 @@ def _evaluate(config, workdir: str) -> dict:
                       ctx["class_names"], state["times"], state["num_images"],
                       state["num_pairs"], state["top1_true"], cfg_dict, fingerprint)
   results["summary_table"] = evaluation.summary_markdown(results_objs)
+  results["ci"], results["comparisons"] = _evidence(config, results_objs, state["centre_hits"])
   results["seconds"]["total"] = time.perf_counter() - start
   results = json.loads(json.dumps(results, default=_jsonable))
   _write_outputs(workdir, results, results_objs, state["saved"], state["figures"],
@@ -349,7 +350,8 @@ def _new_state(config, ctx: dict) -> dict:
           insertion_substrate=ev.insertion_substrate) for m in methods},
       "rows": {m: [] for m in methods}, "times": {m: [] for m in methods},
       "saved": {"image": [], "image_index": [], "class_id": [], **{m: [] for m in methods}},
-      "figures": [], "num_images": 0, "num_pairs": 0, "top1_true": 0}
+      "figures": [], "num_images": 0, "num_pairs": 0, "top1_true": 0, "centre_hits": [],
+      "tolerance": ctx["settings"]["tolerance"]}
 
 
 def _explain_and_score_batch(config, ctx: dict, state: dict, batch: dict, bar) -> None:
@@ -389,6 +391,9 @@ def _score_image(config, state: dict, batch: dict, b: int, image, label, ids, in
   present = int((label > 0).sum())
   for k, c in enumerate(ids):
     state["num_pairs"] += 1
+    if "pointing" in metrics:
+      state["centre_hits"].append(pointing.centre_hit(batch["gt"][b, :, :, c], image.shape[:2],
+                                                      tolerance=state["tolerance"]))
     hit_true = bool(label[c] > 0)
     state["top1_true"] += hit_true
     for name in maps:
@@ -428,6 +433,47 @@ def _finish_scores(config, ctx: dict, state: dict):
     game = state["games"][name].results() if "pointing" in metrics else None
     results_objs.append(evaluation.Results(name, rows, game))
   return results_objs, curves
+
+
+def _column(res, key: str) -> np.ndarray:
+  return np.asarray([r[key] for r in res.rows], np.float64)
+
+
+def _evidence(config, results_objs, centre_hits: list[int]) -> tuple[dict, list[dict]]:
+  """95% bootstrap CIs over images of every table entry, and the paper's orderings decided on
+  paired differences (RISE vs Grad-CAM deletion and insertion, RISE vs centre pointing)."""
+  metrics = tuple(config.eval.metrics)
+  by_name = {res.name: res for res in results_objs}
+  first = results_objs[0]
+  image = _column(first, "image").astype(np.int64)
+  cls = _column(first, "class").astype(np.int64)
+  out: dict[str, dict] = {}
+  for res in results_objs:
+    out[res.name] = {m: evidence.ci(_column(res, m), image) for m in ("deletion", "insertion")
+                     if m in metrics}
+    if "pointing" in metrics:
+      hits = _column(res, "pointing_hit")
+      seen = hits >= 0
+      out[res.name]["pointing"] = evidence.ci(hits[seen], image[seen], cls[seen])
+  comparisons = []
+  if "RISE" in by_name and "Grad-CAM" in by_name:
+    for m, direction, word in (("deletion", "less", "below"), ("insertion", "greater", "above")):
+      if m in metrics:
+        comparisons.append(evidence.compare(
+            f"RISE {m} AUC {word} Grad-CAM's (RISE Tab. 1)", _column(by_name["RISE"], m),
+            _column(by_name["Grad-CAM"], m), direction=direction, names=("RISE", "Grad-CAM"),
+            metric=m, groups=image))
+  if "pointing" in metrics:
+    centre = np.asarray(centre_hits, np.float64)
+    seen = centre >= 0
+    out["centre"] = {"pointing": evidence.ci(centre[seen], image[seen], cls[seen])}
+    if "RISE" in by_name:
+      comparisons.append(evidence.compare(
+          "RISE pointing accuracy above the centre baseline (RISE Tab. 2)",
+          _column(by_name["RISE"], "pointing_hit")[seen], centre[seen], direction="greater",
+          names=("RISE", "centre"), metric="pointing", groups=image[seen],
+          class_ids=cls[seen]))
+  return out, comparisons
 
 
 def _mean_after_first(t: list[float]) -> float:
@@ -531,10 +577,14 @@ def tables_markdown(results: dict) -> str:
   if results["table1"]:
     lines += ["### Table 1 analogue: deletion (lower is better) and insertion (higher is "
               "better) AUC", "",
+              "Mean [95% bootstrap CI over images].", "",
               "| method | Deletion ↓ | Insertion ↑ | pairs |", "|---|---|---|---|"]
+    cis = results.get("ci", {})
     for name, row in results["table1"].items():
-      lines.append(f"| {name} | {_fmt(row.get('deletion'))} | {_fmt(row.get('insertion'))} | "
-                   f"{row['pairs']} |")
+      c = cis.get(name, {})
+      dl = evidence.fmt(c["deletion"], 4) if "deletion" in c else _fmt(row.get("deletion"))
+      ins = evidence.fmt(c["insertion"], 4) if "insertion" in c else _fmt(row.get("insertion"))
+      lines.append(f"| {name} | {dl} | {ins} | {row['pairs']} |")
     for net, rows in PAPER_TABLE1.items():
       mark = " (this setting)" if net == arch else ""
       for name, (dl, ins) in rows.items():
@@ -543,10 +593,13 @@ def tables_markdown(results: dict) -> str:
   if results["table2"]:
     lines += ["### Table 2 analogue: pointing game accuracy (%), TorchRay protocol (per-class "
               "accuracy, mean over classes)", "",
+              "Column \"all\": mean [95% bootstrap CI over images].", "",
               "| method | all | difficult | pairs (all / difficult) |", "|---|---|---|---|"]
     for name, row in results["table2"].items():
       label = "centre baseline" if name == "centre" else name
-      lines.append(f"| {label} | {_fmt(row['all'], 2)} | {_fmt(row['difficult'], 2)} | "
+      c = results.get("ci", {}).get(name, {}).get("pointing")
+      every = evidence.fmt(c, 2, 100.0) if c else _fmt(row["all"], 2)
+      lines.append(f"| {label} | {every} | {_fmt(row['difficult'], 2)} | "
                    f"{row['pairs']} / {row['difficult_pairs']} |")
     for net, row in PAPER_TABLE2.items():
       mark = " (this setting)" if net == arch else ""
@@ -556,6 +609,9 @@ def tables_markdown(results: dict) -> str:
       lines.append(f"| TorchRay re-run: {name} | VOC07 {row['voc']:.1f}, COCO14 "
                    f"{row['coco']:.1f} | | |")
     lines.append("")
+  if results.get("comparisons"):
+    lines += ["### The paper's orderings, decided on paired differences", "",
+              *evidence.comparisons_markdown(results["comparisons"]), ""]
   if results.get("summary_table"):
     lines += ["### All summary figures per method (rise_jax.evaluation.summary_markdown)", "",
               results["summary_table"], ""]

@@ -33,7 +33,11 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
 
   Returns:
     ``{"table": float64[C, C + 1]`` (NaN where no image has both classes), ``"counts":
-    int64[C, C + 1]``, ``"diagonal_mean"``, ``"off_diagonal_mean"``, ``"none_mean"``}``.
+    int64[C, C + 1]``, ``"diagonal_mean"``, ``"off_diagonal_mean"``, ``"none_mean"``,
+    ``"per_image"``}``; ``per_image`` holds ``"diagonal"`` and ``"off_diagonal"`` float64[B]:
+    each image's mean probability of a present class under its own masks, and under the
+    masks of the image's other present classes (NaN for an image with fewer classes), so
+    that a confidence interval can resample images.
   """
   x = np.asarray(images, np.float32)
   masks = np.asarray(class_masks, np.float32)
@@ -59,6 +63,7 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
     raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
   total = np.zeros((num_classes, num_classes + 1))
   count = np.zeros((num_classes, num_classes + 1), np.int64)
+  own, other = np.zeros((b, 2)), np.zeros((b, 2))  # per image: [sum, count]
   pending, meta = [], []
 
   def flush():
@@ -71,9 +76,13 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
     probs = np.concatenate(probs)
     if not np.all(np.isfinite(probs)):
       raise FloatingPointError("probs_fn returned NaN or inf on a masked image")
-    for p, (present, col) in zip(probs, meta):
+    for p, (present, col, i) in zip(probs, meta):
       total[present, col] += p[present]
       count[present, col] += 1
+      if col < num_classes:
+        own[i] += (p[col], 1)
+        rest = present[present != col]
+        other[i] += (p[rest].sum(), rest.size)
     pending.clear()
     meta.clear()
 
@@ -82,11 +91,11 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
     if present.size == 0:
       continue
     pending.append(x[i])
-    meta.append((present, num_classes))
+    meta.append((present, num_classes, i))
     for c in present:
       for t in thr:
         pending.append(x[i] * (masks[i, c] > t)[..., None])
-        meta.append((present, c))
+        meta.append((present, c, i))
     if len(pending) >= 4 * batch_size:
       flush()
   flush()
@@ -101,4 +110,6 @@ def class_specific_table(probs_fn: Callable, images, class_masks, labels, *,
       "off_diagonal_mean": float(np.nanmean(off)) if np.isfinite(off).any() else float("nan"),
       "none_mean": float(np.nanmean(table[:, -1])) if np.isfinite(table[:, -1]).any()
       else float("nan"),
+      "per_image": {name: np.where(acc[:, 1] > 0, acc[:, 0] / np.maximum(acc[:, 1], 1), np.nan)
+                    for name, acc in (("diagonal", own), ("off_diagonal", other))},
   }

@@ -103,6 +103,23 @@ def pointing_game(saliency, gt, *, tolerance: float = 15) -> int:
              tolerance)
 
 
+def centre_hit(gt, shape: tuple[int, int], *, tolerance: float = 15) -> int:
+  """The centre baseline's pointing game: the image centre ``((H - 1) // 2, (W - 1) // 2)``
+  as the map maximum (as :class:`PointingGame` scores it).
+
+  Args:
+    gt: bool[H, W] mask of the class, or boxes [k, 4].
+    shape: ``(H, W)``.
+    tolerance: Hit radius in pixels (inclusive).
+
+  Returns:
+    1 (hit), 0 (miss) or -1 (no object of the class).
+  """
+  _check_tolerance(tolerance)
+  h, w = (int(v) for v in shape)
+  return hit(((h - 1) // 2, (w - 1) // 2), _as_gt_mask(gt, (h, w)), tolerance)
+
+
 class PointingGame:
   """Accumulates pointing-game hits per class, on all pairs and the difficult subset.
 
