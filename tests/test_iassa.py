@@ -1,6 +1,6 @@
-"""IASSA against NumPy references (brute-force windows, a plain loop of the whole algorithm),
-its invariants (row-stochastic attention, shrinking HAR, early stop, one compilation) and bad
-input."""
+"""IASSA against NumPy references (brute-force windows, the paper's loop, the authors' released
+loop), its invariants (row-stochastic attention, a HAR that never grows, early stop, one
+compilation) and bad input."""
 
 import math
 
