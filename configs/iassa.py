@@ -74,6 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.update(chunk=8, figure_pairs=1)
     config.rise.update(num_masks=50, batch_size=25)
     config.iassa.scale = 64 / 224  # the 64-px windows on 32-px images: coarser, faster
+    config.iassa.regions = ("paper",)
   if "coco" in variants:
     config.workdir = "./runs/iassa_coco"
     config.data.update(name="coco", image_size=224, num_classes=80)

@@ -19,8 +19,8 @@ def main(argv: list[str]) -> None:
   workdir = _WORKDIR.value or config.workdir
   summary = main_job.run(config, workdir)
   for o in summary["orderings"]:
-    mark = "n/a" if o["holds"] is None else ("holds" if o["holds"] else "DOES NOT HOLD")
-    print(f"{mark:>13}  {o['claim']}")
+    print(f"{o['verdict']:>13}  {o['claim']} (difference {o['difference']:+.4g}, 95% CI "
+          f"[{o['low']:+.4g}, {o['high']:+.4g}], {o['num_pairs']} pairs)")
   print(f"total {summary['total_seconds']:.0f} s; tables: {workdir}/tables.md")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from experiments.tasks import main_job, run_folder, runners, segmentation_rise
+from experiments.tasks import evidence, main_job, run_folder, runners, segmentation_rise
 
 
 def _fake_results():
@@ -36,24 +36,32 @@ def _fake_results():
   }
 
 
-def test_orderings_are_checked_against_the_numbers():
-  order = {o["claim"]: o for o in main_job.orderings(_fake_results())}
-  holds = {claim: o["holds"] for claim, o in order.items()}
-  assert holds["RISE deletion AUC below Grad-CAM's (RISE Tab. 1)"] is True
-  assert holds["RISE insertion AUC above Grad-CAM's (RISE Tab. 1)"] is True
-  assert holds["RISE pointing accuracy above the centre baseline (RISE Tab. 2)"] is False
-  # Both mixes at k = 5 are checked, each needs F1 and IoU above RISE's.
-  assert holds["IASSA mix=paper k=5: F1 and IoU above RISE's (IASSA Tab. 1, image level)"] is False
-  assert holds["IASSA mix=code k=5: F1 and IoU above RISE's (IASSA Tab. 1, image level)"] is True
-  assert not any("k=10" in c for c in holds)
-  assert holds["Explainer Acc above and MAE below RISE's (Stalder Tab. 2)"] is True
-  assert holds["Explainer Acc above and MAE below Grad-CAM's (Stalder Tab. 2)"] is False
-  assert holds["Segmentation RISE (merge=mean) pointing above the centre baseline"] is True
-  assert holds["Segmentation RISE (merge=max) pointing above the centre baseline"] is False
-  assert holds["Captioning RISE: noun maps point at their object more often than the centre"]
-  cs = order["Explainer class-specific masks: diagonal above off-diagonal (Stalder Tab. 1)"]
-  assert cs["values"] == {"diagonal": 0.7, "off_diagonal": 0.1} and cs["holds"] is True
+def _comparison(claim, a, b, direction="greater", headline=True):
+  return evidence.compare(claim, a, b, direction=direction, names=("a", "b"), metric="m",
+                          groups=np.arange(len(a)), headline=headline)
+
+
+def test_orderings_are_decided_on_paired_differences():
+  rng = np.random.default_rng(0)
+  base = rng.random(40)
+  results = {
+      "rise": {"comparisons": [
+          _comparison("deletion below", base - 0.2, base, "less"),  # clearly lower: holds
+          _comparison("insertion above", base - 0.2, base)]},  # clearly lower: reversed
+      "iassa": {"comparisons": [
+          _comparison("k=5", base + rng.normal(0, 0.3, 40), base),  # noise: not resolved
+          _comparison("k=10", base + 1, base, headline=False)]},  # only in the stage table
+      "caption": {"comparisons": [_comparison("caption", [1.0], [0.0])]},
+  }
+  order = main_job.orderings(results)
+  assert [o["claim"] for o in order] == ["deletion below", "insertion above", "k=5", "caption"]
+  assert [o["verdict"] for o in order[:3]] == ["holds", "reversed", "not resolved"]
+  assert [o["holds"] for o in order[:3]] == [True, False, None]
+  assert order[0]["stage"] == "rise" and order[0]["num_pairs"] == 40
+  assert order[0]["low"] < order[0]["difference"] < order[0]["high"] < 0
   assert main_job.orderings({}) == []
+  md = "\n".join(evidence.comparisons_markdown(order))
+  assert "| deletion below | holds | -0.2000 [" in md and "**reversed**" in md
 
 
 def test_headline_rows_flatten_the_main_tables():
@@ -178,11 +186,8 @@ def test_rerun_reuses_every_stage(quick_run, monkeypatch):
   assert third["seconds"]["rise"]["reused"]
 
 
-def test_orderings_with_missing_numbers_are_untested():
-  results = _fake_results()
-  results["caption"]["pointing"]["method"]["all"] = float("nan")
-  del results["rise"]["table1"]["Grad-CAM"]
-  order = {o["claim"]: o["holds"] for o in main_job.orderings(results)}
-  caption = "Captioning RISE: noun maps point at their object more often than the centre"
-  assert order[caption] is None
-  assert order["RISE deletion AUC below Grad-CAM's (RISE Tab. 1)"] is None
+def test_orderings_without_pairs_are_untested():
+  none = evidence.compare("caption", [], [], direction="greater", names=("RISE", "centre"),
+                          metric="pointing")
+  order = main_job.orderings({"caption": {"comparisons": [none]}})
+  assert order[0]["verdict"] == "no data" and order[0]["holds"] is None

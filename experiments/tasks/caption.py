@@ -48,7 +48,7 @@ import numpy as np
 import tqdm
 
 import rise_jax
-from experiments.tasks import run_folder
+from experiments.tasks import evidence, run_folder
 from rise_jax import caption as caption_lib, viz
 from rise_jax.data import captions, synthetic
 from rise_jax.metrics import pointing
@@ -231,6 +231,10 @@ def tables_markdown(results: dict) -> str:
       f"{_fmt(results['pointing_15px']['method'])} |",
       f"| centre | {_fmt(p['centre']['all'])} | {_fmt(p['centre']['difficult'])} | "
       f"{_fmt(results['pointing_15px']['centre'])} |", "",
+      "All, with its 95% bootstrap CI over images: RISE "
+      f"{evidence.fmt(results.get('pointing_ci', {}).get('method'))}, centre "
+      f"{evidence.fmt(results.get('pointing_ci', {}).get('centre'))}.", "",
+      *evidence.comparisons_markdown(results.get("comparisons", [])), "",
       f"{p['count']} nouns scored ({p.get('count_difficult', '-')} difficult: the object covers "
       f"< 1/4 of the image and the scene holds more than one); {p['hallucinated_nouns']} "
       "hallucinated nouns (a shape absent from the scene, not scored). Mean over classes of the "
@@ -319,7 +323,8 @@ def _explain(config, workdir: str, module, variables, test: dict, pred) -> dict:
   out = {"game": pointing.PointingGame(num_classes, _tolerance(config)),
          "game15": pointing.PointingGame(num_classes, 15), "hallucinated": 0, "images": [],
          "slot_groups": {g: [] for g in SLOT_GROUPS}, "noun_maps": [], "noun_meta": [],
-         "slot_maps": [], "num_explain": min(int(ev.num_explain), len(pred))}
+         "slot_maps": [], "num_explain": min(int(ev.num_explain), len(pred)),
+         "noun_hits": []}
   ctx = {"fn": captioner_lib.caption_model_fn(module, variables),
          "slot_fn": captioner_lib.next_word_fn(module, variables, [captions.WORD_TO_ID["a"]]),
          "noun_ids": [captions.noun_id(c) for c in range(num_classes)],
@@ -354,6 +359,9 @@ def _explain_words(ctx: dict, test: dict, pred, i: int, out: dict):
       continue
     if labels[c] > 0:
       res = out["game"].update(maps[k], seg[..., c], c, num_present=num_present)
+      if res >= 0:  # the pair for the CIs: (image, class, RISE hit, centre hit)
+        out["noun_hits"].append((i, c, res, pointing.centre_hit(
+            seg[..., c], seg.shape[:2], tolerance=out["game"].tolerance)))
       out["game15"].update(maps[k], seg[..., c], c, num_present=num_present)
       out["noun_maps"].append(maps[k])
       out["noun_meta"].append((i, c, k, num_present))
@@ -418,8 +426,23 @@ def _assemble(config, train_info: dict, test: dict, pred, ex: dict) -> dict:
           test["segmentation"][:ex["num_explain"]].any(-1).mean()),
       "rise_seconds": ex["seconds"],
       "images": ex["images"],
+      **_evidence(ex["noun_hits"]),
       "fingerprint": run_folder.config_fingerprint(config)[1],
   }
+
+
+def _evidence(noun_hits: list) -> dict:
+  """CIs over images of the noun pointing accuracy (RISE and centre, mean of per-class means)
+  and the paired comparison RISE vs centre."""
+  h = np.asarray(noun_hits, np.float64).reshape(-1, 4)
+  image, cls = h[:, 0].astype(np.int64), h[:, 1].astype(np.int64)
+  ids = cls if cls.size else None
+  return {"pointing_ci": {"method": evidence.ci(h[:, 2], image, ids),
+                          "centre": evidence.ci(h[:, 3], image, ids)},
+          "comparisons": [evidence.compare(
+              "Captioning RISE: noun maps point at their object more often than the centre",
+              h[:, 2], h[:, 3], direction="greater", names=("RISE", "centre"),
+              metric="pointing", groups=image, class_ids=ids)]}
 
 
 def _save_maps(path: str, ex: dict, size: int) -> None:

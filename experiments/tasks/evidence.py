@@ -44,7 +44,7 @@ def ci(values, groups=None, class_ids=None) -> dict:
 
 
 def compare(claim: str, a, b, *, direction: str, names: Sequence[str], metric: str,
-            groups=None, class_ids=None) -> dict:
+            groups=None, class_ids=None, headline: bool = True) -> dict:
   """A paper's ordering ``a > b`` (``direction="greater"``) or ``a < b`` on paired values.
 
   Args:
@@ -56,13 +56,14 @@ def compare(claim: str, a, b, *, direction: str, names: Sequence[str], metric: s
     metric: The metric compared.
     groups: int[n] image of each pair (resampled as units).
     class_ids: int[n] class of each pair, for a mean of per-class means.
+    headline: Listed among the main job's orderings (else only in its stage's table).
 
   Returns:
-    JSON-able ``{"claim", "a", "b", "metric", "direction", "difference", "low", "high",
-    "num_pairs", "num_images", "verdict"}``; ``verdict`` is ``"no data"`` without pairs.
+    JSON-able ``{"claim", "a", "b", "metric", "direction", "headline", "difference", "low",
+    "high", "num_pairs", "num_images", "verdict"}``; ``verdict`` is ``"no data"`` without pairs.
   """
   out = {"claim": claim, "a": names[0], "b": names[1], "metric": metric,
-         "direction": direction}
+         "direction": direction, "headline": bool(headline)}
   av, bv = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
   if not av.size:
     return out | {"difference": math.nan, "low": math.nan, "high": math.nan, "num_pairs": 0,

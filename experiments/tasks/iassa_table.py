@@ -421,7 +421,7 @@ def _evidence(config, data: dict, scores: dict) -> tuple[dict, list[dict]]:
         comparisons.append(evidence.compare(
             f"{name}: {word} above RISE's (IASSA Tab. 1)", scores[name][m],
             scores["RISE"][m], direction="greater", names=(name, "RISE"), metric=m,
-            groups=image))
+            groups=image, headline=k == ks[0]))
     if len(ks) > 1:
       first, last = row_name("IASSA", mix, ks[0], region), row_name("IASSA", mix, ks[-1], region)
       for m, word in (("f1", "F1"), ("iou", "IoU")):

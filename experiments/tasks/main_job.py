@@ -43,9 +43,8 @@ import time
 from typing import Any
 
 import ml_collections
-import numpy as np
 
-from experiments.tasks import run_folder, runners
+from experiments.tasks import evidence, run_folder, runners
 from rise_jax import viz
 
 STAGES = runners.STAGES
@@ -108,78 +107,27 @@ def _get(d: Any, *path, default=None):
 
 
 def orderings(results: dict[str, dict]) -> list[dict]:
-  """The orderings the papers report, checked on this run's numbers.
+  """The orderings the papers report, each decided on its stage's paired difference.
+
+  Every stage records its comparisons (:func:`experiments.tasks.evidence.compare`): the mean
+  difference between two methods on the same pairs, its 95% bootstrap CI over images and the
+  verdict "holds" / "reversed" / "not resolved". IASSA's are listed at the first recorded
+  iteration and for "keeps improving" (its table holds every k).
 
   Args:
     results: ``{stage: stage results}``.
 
   Returns:
-    A list of ``{"claim", "holds" (bool or None when the stage did not run), "values"}``.
+    The comparisons in stage order, each with its ``stage`` and ``holds`` (True for "holds",
+    False for "reversed", None otherwise).
   """
   out = []
-
-  def add(claim: str, values: dict, holds: bool | None):
-    # A missing or NaN number (e.g. no noun to point at) leaves the claim untested.
-    if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in values.values()):
-      holds = None
-    out.append({"claim": claim, "values": values, "holds": None if holds is None else bool(holds)})
-
-  r = results.get("rise")
-  t1 = _get(r, "table1") if r else None
-  if t1:
-    rd, gd = _get(t1, "RISE", "deletion"), _get(t1, "Grad-CAM", "deletion")
-    ri, gi = _get(t1, "RISE", "insertion"), _get(t1, "Grad-CAM", "insertion")
-    add("RISE deletion AUC below Grad-CAM's (RISE Tab. 1)",
-        {"RISE": rd, "Grad-CAM": gd}, None if None in (rd, gd) else rd < gd)
-    add("RISE insertion AUC above Grad-CAM's (RISE Tab. 1)",
-        {"RISE": ri, "Grad-CAM": gi}, None if None in (ri, gi) else ri > gi)
-  t2 = _get(r, "table2") if r else None
-  if t2:
-    rp, cp = _get(t2, "RISE", "all"), _get(t2, "centre", "all")
-    add("RISE pointing accuracy above the centre baseline (RISE Tab. 2)",
-        {"RISE": rp, "centre": cp}, None if None in (rp, cp) else rp > cp)
-  ia = results.get("iassa")
-  if ia:
-    img = ia["table"]["image"]
-    by_mix: dict[str, dict[int, str]] = {}
-    for name in img:
-      if name.startswith("IASSA mix="):
-        mix, _, k = name[len("IASSA mix="):].partition(" k=")
-        by_mix.setdefault(mix, {})[int(k)] = name
-    for ks in by_mix.values():  # k = 5 (the paper's first column), else the first recorded k
-      name = ks.get(5, ks[min(ks)])
-      f1, iou = img[name]["f1"], img[name]["iou"]
-      add(f"{name}: F1 and IoU above RISE's (IASSA Tab. 1, image level)",
-          {"IASSA F1": f1, "RISE F1": img["RISE"]["f1"], "IASSA IoU": iou,
-           "RISE IoU": img["RISE"]["iou"]},
-          f1 > img["RISE"]["f1"] and iou > img["RISE"]["iou"])
-  ex = results.get("explainer")
-  if ex:
-    t = ex["table2"]
-    for other in ("RISE", "Grad-CAM"):
-      if other not in t or "Explainer" not in t:
+  for stage in STAGES:
+    for c in _get(results, stage, "comparisons", default=[]) or []:
+      if not c.get("headline", True):
         continue
-      add(f"Explainer Acc above and MAE below {other}'s (Stalder Tab. 2)",
-          {"Explainer Acc": t["Explainer"]["acc"], f"{other} Acc": t[other]["acc"],
-           "Explainer MAE": t["Explainer"]["mae"], f"{other} MAE": t[other]["mae"]},
-          t["Explainer"]["acc"] > t[other]["acc"] and t["Explainer"]["mae"] < t[other]["mae"])
-    cs = _get(ex, "class_specific", "Explainer")
-    if cs:
-      diff = cs["diagonal_mean"] - cs["off_diagonal_mean"]
-      add("Explainer class-specific masks: diagonal above off-diagonal (Stalder Tab. 1)",
-          {"diagonal": cs["diagonal_mean"], "off_diagonal": cs["off_diagonal_mean"]}, diff > 0)
-  sr = results.get("segmentation_rise")
-  if sr:
-    t = sr["table"]
-    for merge in (m for m in t if m != "centre"):
-      add(f"Segmentation RISE (merge={merge}) pointing above the centre baseline",
-          {merge: t[merge]["pointing"], "centre": t["centre"]["pointing"]},
-          t[merge]["pointing"] > t["centre"]["pointing"])
-  cap = results.get("caption")
-  if cap:
-    m, c = _get(cap, "pointing", "method", "all"), _get(cap, "pointing", "centre", "all")
-    add("Captioning RISE: noun maps point at their object more often than the centre",
-        {"RISE": m, "centre": c}, None if None in (m, c) else m > c)
+      holds = {"holds": True, "reversed": False}.get(c["verdict"])
+      out.append({**c, "stage": stage, "holds": holds})
   return out
 
 
@@ -219,13 +167,12 @@ def tables_markdown(results: dict[str, dict], workdir: str, order: list[dict],
            "Every table below is an analogue on synthetic shapes of a table of the RISE, IASSA "
            "or NN-Explainer paper; the papers' own numbers (ImageNet, VOC, COCO) are printed "
            "beside ours for orientation, not as targets.", "",
-           "## Orderings the papers report", "", "| claim | holds here | values |",
-           "|---|---|---|"]
-  for o in order:
-    holds = "n/a" if o["holds"] is None else ("yes" if o["holds"] else "**no**")
-    vals = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in o["values"].items())
-    lines.append(f"| {o['claim']} | {holds} | {vals} |")
+           "## Orderings the papers report", "",
+           "Each ordering is decided on the paired difference between the two methods on the "
+           "same (image, class) pairs: it holds when the 95% bootstrap CI of the difference "
+           "(images resampled, 1000 resamples) excludes 0 in the paper's direction, is reversed "
+           "when it excludes 0 the other way, and is not resolved when it contains 0.", "",
+           *evidence.comparisons_markdown(order)]
   lines += ["", "## Stage times", "", "| stage | seconds | reused |", "|---|---|---|"]
   for name, s in seconds.items():
     lines.append(f"| {name} | {s['seconds']:.1f} | {'yes' if s['reused'] else 'no'} |")
