@@ -160,6 +160,29 @@ def _demote(markdown: str) -> str:
                    for line in markdown.splitlines()) + "\n"
 
 
+# Images each stage's table should rest on to resolve its orderings (issue 18).
+TARGET_IMAGES = {"rise": 100, "explainer": 200, "iassa": 20, "caption": 100}
+
+
+def _images_used(stage: str, r: dict) -> int | None:
+  if stage == "caption":
+    return _get(r, "config", "num_explain")
+  return r.get("num_images")
+
+
+def _counts_markdown(results: dict[str, dict]) -> list[str]:
+  """Images per table against the target count; below-target tables are flagged."""
+  lines = ["## Images per table", "",
+           "| stage | images | target | |", "|---|---|---|---|"]
+  for stage, target in TARGET_IMAGES.items():
+    if stage in results:
+      n = _images_used(stage, results[stage])
+      flag = "" if n is not None and n >= target else "**below target: the 20-minute CPU " \
+          "budget does not reach it; read its CIs accordingly**"
+      lines.append(f"| {stage} | {n} | {target} | {flag} |")
+  return lines
+
+
 def tables_markdown(results: dict[str, dict], workdir: str, order: list[dict],
                     seconds: dict[str, float]) -> str:
   """``tables.md``: the orderings, then every stage's own tables (with the papers' numbers)."""
@@ -172,7 +195,7 @@ def tables_markdown(results: dict[str, dict], workdir: str, order: list[dict],
            "same (image, class) pairs: it holds when the 95% bootstrap CI of the difference "
            "(images resampled, 1000 resamples) excludes 0 in the paper's direction, is reversed "
            "when it excludes 0 the other way, and is not resolved when it contains 0.", "",
-           *evidence.comparisons_markdown(order)]
+           *evidence.comparisons_markdown(order), "", *_counts_markdown(results)]
   lines += ["", "## Stage times", "", "| stage | seconds | reused |", "|---|---|---|"]
   for name, s in seconds.items():
     lines.append(f"| {name} | {s['seconds']:.1f} | {'yes' if s['reused'] else 'no'} |")
