@@ -10,6 +10,15 @@ from ml_collections import config_flags
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 
 
+def quiet_by_default() -> None:
+  """Logs warnings and errors only (orbax and absl log every checkpoint step at INFO);
+  ``--verbosity=0`` (or ``-v 0``) brings the INFO logs back."""
+  flags.FLAGS.set_default("verbosity", -1)
+
+
+quiet_by_default()  # every entry point imports this module
+
+
 def define_flags(config_file: str, help_text: str) -> tuple[Any, Any]:
   """Defines ``--config`` (default ``configs/<config_file>``, overridable per field) and
   ``--workdir`` (default: the config's ``workdir``); returns both flag holders."""

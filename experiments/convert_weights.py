@@ -6,6 +6,7 @@ python -m experiments.convert_weights --arch resnet50 --torch_weights resnet50.p
 
 from absl import app, flags
 
+from experiments import _cli  # noqa: F401 (quiet logs by default)
 from rise_jax import convert
 from rise_jax.models import registry
 from rise_jax.train import checkpoint

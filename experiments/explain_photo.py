@@ -20,6 +20,7 @@ import skimage.data
 from absl import app, flags
 
 import rise_jax
+from experiments import _cli  # noqa: F401 (quiet logs by default)
 from rise_jax import convert, viz
 from rise_jax.models import registry
 from rise_jax.train import checkpoint

@@ -18,6 +18,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
+from experiments import _cli  # noqa: F401 (quiet logs by default)
 from experiments.tasks import sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
