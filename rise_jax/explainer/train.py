@@ -10,10 +10,11 @@ classifier.
 * One step (:func:`make_train_step`): ``s = sigmoid(E(x))`` (train mode: BN batch statistics
   updated, ASPP dropout active), ``m, n = aggregate_masks(s, Y)``, ``F(x * m)`` and
   ``F(x * (1 - m))`` (masking in normalised space), ``explainer_loss(..., coeffs)``, Adam.
-* :func:`train_explainer`: epochs in the order ``permutation(fold_in(key, epoch))``, validation
-  loss each epoch, early stopping on it, Orbax ``checkpoints/latest`` + ``checkpoints/best``
-  (by validation loss) and ``history.json`` in ``workdir`` with exact resume (as
-  :func:`rise_jax.train.classifier.fit`).
+* :func:`train_explainer`: the step, a validation function and one call to the epoch driver
+  :func:`rise_jax.train.loop.run` (as :func:`rise_jax.train.classifier.fit`): epochs in the
+  order ``permutation(fold_in(key, epoch))``, validation loss each epoch, early stopping on it,
+  Orbax ``checkpoints/latest`` + ``checkpoints/best`` (by validation loss) and ``history.json``
+  in ``workdir`` with exact resume.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 from jax.sharding import Mesh
 
 from rise_jax import engine
@@ -40,6 +40,7 @@ from rise_jax.explainer.losses import (
   explainer_loss,
 )
 from rise_jax.models.deeplab import DeepLabV3
+from rise_jax.train import loop
 
 ApplyFn = Callable[..., Any]
 
@@ -278,65 +279,17 @@ def _check_split(split: Any, name: str) -> tuple[jax.Array, jax.Array]:
   return images, jnp.asarray(labels, jnp.float32)
 
 
-def _epochs_since_best(history: list[dict]) -> int:
-  if not history:
-    return 0
-  best = min(range(len(history)), key=lambda i: history[i]["val_loss"])
-  return len(history) - 1 - best
-
-
-def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, train: dict,
-                    val: dict, *, coeffs: Coefficients, epochs: int, batch_size: int,
-                    learning_rate: float | None = None, seed: int = 0, patience: int = 3,
-                    workdir: str | None = None, module: nn.Module | None = None,
-                    progress: bool = True, mesh: Mesh | None = None) -> dict:
-  """Trains an Explainer for a frozen classifier with Adam and early stopping.
-
-  Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
-  partial batch is dropped); the dropout key of step ``s`` is ``fold_in(fold_in(key, e), s)``.
-  After each epoch the loss of eq. 1 on ``val`` (Explainer in eval mode) decides the best epoch;
-  training stops after ``patience`` epochs without improvement. With ``workdir``, a run that was
-  killed (or asked for fewer epochs) restarts from its latest checkpoint and ends with exactly
-  the parameters of an uninterrupted run.
-
-  Args:
-    explanandum_apply: Frozen classifier ``apply(variables, x)`` returning logits float32[B, C]
-      or ``(logits, features)`` (e.g. ``TinyCNN(...).apply``); hashable (a bound
-      ``module.apply`` or a module-level function).
-    explanandum_variables: Its variables; passed to every step, never trained or saved.
-    train: ``{"image": float32[N, H, W, 3] (normalised), "label": multi-hot [N, C]}``.
-    val: Same for validation, ``N >= 1``.
-    coeffs: Loss coefficients (:class:`Coefficients`, e.g. a preset).
-    epochs: Total epochs ``>= 1`` (a resumed run continues up to this number).
-    batch_size: Examples per step, in ``[1, N]``.
-    learning_rate: Adam learning rate; default ``coeffs.lr``.
-    seed: Initialisation, data-order and dropout seed.
-    patience: Stop after this many epochs without a lower validation loss, ``>= 1``.
-    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
-      ``None`` trains in memory.
-    module: The Explainer; default ``create_explainer(C)``. Its ``num_classes`` must be ``C``.
-    progress: Show a progress bar.
-    mesh: Optional 1-D mesh with axis ``"batch"`` for data-parallel training: each training
-      batch (and each validation batch whose size it divides) is sharded over it, the state and
-      the frozen explanandum replicated; gradients and BN statistics are reduced over the
-      whole global batch, so the run follows the single-device one (up to float summation
-      order). A mesh over ``jax.devices()`` after ``jax.distributed.initialize`` trains across
-      processes: every process runs this function on the same data and takes its own rows of
-      each batch (see ``experiments/README.md``). ``batch_size`` must be a multiple of
-      ``mesh.size``.
+def _check_training_args(explanandum_apply: ApplyFn, explanandum_variables: Any, train: dict,
+                         val: dict, *, coeffs: Coefficients, epochs: int, batch_size: int,
+                         learning_rate: float | None, patience: int, module: nn.Module | None,
+                         mesh: Mesh | None) -> tuple[jax.Array, ...]:
+  """Checks :func:`train_explainer`'s arguments.
 
   Returns:
-    ``{"variables": Explainer variables of the epoch with the lowest validation loss,
-    "last_variables": those of the last epoch, "history": [{"epoch", "train_loss", "val_loss",
-    "val_terms"}], "best_epoch", "stopped_early"}``.
-
-  Raises:
-    ValueError: For malformed data (images not [N, H, W, 3], labels not multi-hot [N, C], a
-      label width that differs from the explanandum's or the Explainer's number of classes) or
-      out-of-range arguments.
+    ``(x_tr, y_tr, x_va, y_va, learning_rate, module)``: images float32[N, H, W, 3], labels
+    float32[N, C], the learning rate as a float and the Explainer (default
+    ``create_explainer(C)``).
   """
-  from rise_jax.train import checkpoint
-
   if not isinstance(coeffs, Coefficients):
     raise ValueError(f"coeffs must be a Coefficients instance, got {type(coeffs).__name__}")
   x_tr, y_tr = _check_split(train, "train")
@@ -358,7 +311,6 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
   lr = coeffs.lr if learning_rate is None else learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
     raise ValueError(f"learning_rate must be a finite number > 0, got {lr!r}")
-  lr = float(lr)
   module = create_explainer(num_classes) if module is None else module
   if getattr(module, "num_classes", num_classes) != num_classes:
     raise ValueError(f"labels have {num_classes} classes but the Explainer predicts "
@@ -368,22 +320,37 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
   if tuple(out_shape.shape) != (1, num_classes):
     raise ValueError(f"labels have {num_classes} classes but the explanandum returns logits of "
                      f"shape {list(out_shape.shape)} per image (expected [1, {num_classes}])")
+  return x_tr, y_tr, x_va, y_va, float(lr), module
 
-  init_key, key = jax.random.split(jax.random.key(seed))
-  state = init_state(jax.jit(module.init)(init_key, x_tr[:1]), lr)
-  train_step = make_train_step(module, explanandum_apply, coeffs, lr)
-  eval_step = make_eval_step(module, explanandum_apply, coeffs)
-  frozen = explanandum_variables
 
-  # Value checks on concrete arrays, outside jit: the first training batch.
-  first = jax.random.permutation(jax.random.fold_in(key, 0), n)[:batch_size]
-  xb, yb = x_tr[first], y_tr[first]
-  masks = explain(module, state_variables(state), xb)
-  m, _ = aggregate_masks(masks, yb)
-  check_inputs(masks=masks, labels=yb,
-               logits_masked=_explanandum_logits(explanandum_apply, frozen, xb * m[..., None]),
+def _check_first_batch(module: nn.Module, state: ExplainerState, explanandum_apply: ApplyFn,
+                       frozen: Any, images: jax.Array, labels: jax.Array) -> None:
+  """Value checks of the loss inputs on concrete arrays, outside jit (the first batch)."""
+  masks = explain(module, state_variables(state), images)
+  m, _ = aggregate_masks(masks, labels)
+  check_inputs(masks=masks, labels=labels,
+               logits_masked=_explanandum_logits(explanandum_apply, frozen, images * m[..., None]),
                logits_inverse=_explanandum_logits(explanandum_apply, frozen,
-                                                  xb * (1.0 - m)[..., None]))
+                                                  images * (1.0 - m)[..., None]))
+
+
+def _placer(mesh: Mesh | None) -> Callable:
+  """``place(x, y)``: a batch as the steps take it, sharded over the mesh when it divides."""
+
+  def place(x, y):
+    if mesh is None:
+      return x, y
+    if x.shape[0] % mesh.size:
+      return tuple(engine.replicate(a, mesh) for a in (x, y))
+    return engine.shard_batch(x, mesh), engine.shard_batch(y, mesh)
+
+  return place
+
+
+def _validator(eval_step: Callable, frozen: Any, x_va: Any, y_va: Any, batch_size: int,
+               place: Callable) -> Callable:
+  """``validate(state) -> {"val_loss", "val_terms"}``: eq. 1 and its terms on ``val``, means
+  over the examples (Explainer in eval mode)."""
 
   def validate(st):
     variables = state_variables(st)
@@ -396,61 +363,99 @@ def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, trai
       for name, v in terms.items():
         sums[name] = sums.get(name, 0.0) + float(v) * k
     count = x_va.shape[0]
-    return total / count, {name: v / count for name, v in sums.items()}
+    return {"val_loss": total / count, "val_terms": {name: v / count for name, v in sums.items()}}
 
+  return validate
+
+
+def train_explainer(explanandum_apply: ApplyFn, explanandum_variables: Any, train: dict,
+                    val: dict, *, coeffs: Coefficients, epochs: int, batch_size: int,
+                    learning_rate: float | None = None, seed: int = 0, patience: int = 3,
+                    workdir: str | None = None, module: nn.Module | None = None,
+                    progress: bool = True, mesh: Mesh | None = None,
+                    overwrite: bool = False) -> dict:
+  """Trains an Explainer for a frozen classifier with Adam and early stopping.
+
+  The epochs are run by :func:`rise_jax.train.loop.run`: epoch ``e`` visits the training set in
+  the order ``permutation(fold_in(key, e))`` (the last partial batch is dropped); the dropout
+  key of step ``s`` is ``fold_in(fold_in(key, e), s)``. After each epoch the loss of eq. 1 on
+  ``val`` (Explainer in eval mode) decides the best epoch; training stops after ``patience``
+  epochs without improvement. With ``workdir``, a run that was killed (or asked for fewer
+  epochs) restarts from its latest checkpoint and ends with exactly the parameters of an
+  uninterrupted run.
+
+  Args:
+    explanandum_apply: Frozen classifier ``apply(variables, x)`` returning logits float32[B, C]
+      or ``(logits, features)`` (e.g. ``TinyCNN(...).apply``); hashable (a bound
+      ``module.apply`` or a module-level function).
+    explanandum_variables: Its variables; passed to every step, never trained or saved.
+    train: ``{"image": float32[N, H, W, 3] (normalised), "label": multi-hot [N, C]}``.
+    val: Same for validation, ``N >= 1``.
+    coeffs: Loss coefficients (:class:`Coefficients`, e.g. a preset).
+    epochs: Total epochs ``>= 1`` (a resumed run continues up to this number).
+    batch_size: Examples per step, in ``[1, N]``.
+    learning_rate: Adam learning rate; default ``coeffs.lr``.
+    seed: Initialisation, data-order and dropout seed.
+    patience: Stop after this many epochs without a lower validation loss, ``>= 1``.
+    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best``, ``history.json`` and the
+      run's fingerprint (:mod:`rise_jax.train.loop`: a rerun with other data, explanandum or
+      settings refuses instead of returning the old Explainer; ``epochs``, ``patience`` and
+      ``mesh`` are not part of it); ``None`` trains in memory.
+    module: The Explainer; default ``create_explainer(C)``. Its ``num_classes`` must be ``C``.
+    progress: Show a progress bar.
+    mesh: Optional 1-D mesh with axis ``"batch"`` for data-parallel training: each training
+      batch (and each validation batch whose size it divides) is sharded over it, the state and
+      the frozen explanandum replicated; gradients and BN statistics are reduced over the
+      whole global batch, so the run follows the single-device one (up to float summation
+      order). A mesh over ``jax.devices()`` after ``jax.distributed.initialize`` trains across
+      processes: every process runs this function on the same data and takes its own rows of
+      each batch (see ``experiments/README.md``). ``batch_size`` must be a multiple of
+      ``mesh.size``.
+    overwrite: Discard a run in ``workdir`` trained with other settings and train anew.
+
+  Returns:
+    ``{"variables": Explainer variables of the epoch with the lowest validation loss,
+    "last_variables": those of the last epoch, "history": [{"epoch", "train_loss", "val_loss",
+    "val_terms"}], "best_epoch", "stopped_early"}``.
+
+  Raises:
+    ValueError: For malformed data (images not [N, H, W, 3], labels not multi-hot [N, C], a
+      label width that differs from the explanandum's or the Explainer's number of classes),
+      out-of-range arguments, or a ``workdir`` holding a run with other settings (without
+      ``overwrite``).
+    rise_jax.train.loop.RunFolderBusy: Another run is training in ``workdir``.
+  """
+  x_tr, y_tr, x_va, y_va, lr, module = _check_training_args(
+      explanandum_apply, explanandum_variables, train, val, coeffs=coeffs, epochs=epochs,
+      batch_size=batch_size, learning_rate=learning_rate, patience=patience, module=module,
+      mesh=mesh)
+  init_key, key = jax.random.split(jax.random.key(seed))
+  state = init_state(jax.jit(module.init)(init_key, x_tr[:1]), lr)
+  train_step = make_train_step(module, explanandum_apply, coeffs, lr)
+  frozen = explanandum_variables
+  first = jax.random.permutation(jax.random.fold_in(key, 0), y_tr.shape[0])[:batch_size]
+  _check_first_batch(module, state, explanandum_apply, frozen, x_tr[first], y_tr[first])
+  config = {"trainer": "rise_jax.explainer.train.train_explainer", "module": module,
+            "explanandum": explanandum_apply, "coeffs": coeffs, "learning_rate": lr,
+            "seed": seed}
+  inputs = {"val.image": x_va, "val.label": y_va, "explanandum_variables": frozen}
   if mesh is not None:
     frozen = engine.replicate(frozen, mesh)
     x_tr, y_tr, x_va, y_va = (np.asarray(a) for a in (x_tr, y_tr, x_va, y_va))
+  place = _placer(mesh)
 
-  def place(x, y):
-    """A batch as the steps take it: sharded over the mesh when it divides evenly."""
-    if mesh is None:
-      return x, y
-    if x.shape[0] % mesh.size:
-      return tuple(engine.replicate(a, mesh) for a in (x, y))
-    return engine.shard_batch(x, mesh), engine.shard_batch(y, mesh)
+  def step(st, batch, rng):
+    st, loss, _ = train_step(st, frozen, *place(batch["image"], batch["label"]),
+                             rng if mesh is None else engine.replicate(rng, mesh))
+    return st, loss
 
-  latest, best, state, history, hist_path = checkpoint.open_run(
-      workdir, state, best_metric="val_loss", best_mode="min")
-  if mesh is not None:
-    state = engine.replicate(state, mesh)
-  best_state, best_loss = checkpoint.best_so_far(best, state, history, "val_loss", "min")
-  stopped_early = _epochs_since_best(history) >= patience
-
-  steps_per_epoch = n // batch_size
-  start = int(state.epoch)
-  bar = tqdm.trange(start, epochs, desc="explainer", disable=not progress or stopped_early)
-  for epoch in bar:
-    if stopped_early:
-      break
-    ekey = jax.random.fold_in(key, epoch)
-    perm = jax.random.permutation(ekey, n)
-    if mesh is not None:
-      perm = np.asarray(perm)
-    losses = []
-    for s in range(steps_per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      rng = jax.random.fold_in(ekey, s)
-      state, loss, _ = train_step(state, frozen, *place(x_tr[idx], y_tr[idx]),
-                                  rng if mesh is None else engine.replicate(rng, mesh))
-      losses.append(loss)
-    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
-    if mesh is not None:
-      state = state.replace(epoch=engine.replicate(state.epoch, mesh))
-    val_loss, val_terms = validate(state)
-    history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                    "val_loss": val_loss, "val_terms": val_terms})
-    if val_loss < best_loss:
-      best_state, best_loss = state, val_loss
-    checkpoint.save_epoch(latest, best, epoch + 1, state, {"val_loss": val_loss}, history,
-                          hist_path)
-    if progress:
-      bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{val_loss:.4f}")
-    stopped_early = _epochs_since_best(history) >= patience
-
-  for mgr in (latest, best):
-    if mgr is not None:
-      mgr.close()
-  return {"variables": state_variables(best_state), "last_variables": state_variables(state),
-          "history": history, "best_epoch": int(best_state.epoch),
-          "stopped_early": bool(stopped_early)}
+  res = loop.run(
+      state, step, _validator(make_eval_step(module, explanandum_apply, coeffs), frozen, x_va,
+                              y_va, batch_size, place),
+      {"image": x_tr, "label": y_tr}, epochs=epochs, batch_size=batch_size, key=key,
+      best_metric="val_loss", mode="min", workdir=workdir, patience=patience, config=config,
+      inputs=inputs, overwrite=overwrite, progress=progress, desc="explainer",
+      place_state=None if mesh is None else (lambda t: engine.replicate(t, mesh)))
+  return {"variables": state_variables(res.best_state),
+          "last_variables": state_variables(res.state), "history": res.history,
+          "best_epoch": int(res.best_state.epoch), "stopped_early": bool(res.stopped_early)}

@@ -8,7 +8,7 @@ the encoder barely learns to tell the shapes apart in a few CPU minutes (greedy 
 the right shapes on 23% of the test scenes, vs 52% with it).
 
 Runs with a ``workdir`` keep ``checkpoints/latest`` and ``checkpoints/best`` (lowest validation
-loss), ``history.json`` (through :func:`rise_jax.train.checkpoint.open_run`) and the best
+loss), ``history.json`` (through :func:`rise_jax.train.loop.run`) and the best
 variables in ``variables``, so a killed run resumes exactly, and a finished one is reloaded
 instead of retrained.
 """
@@ -16,6 +16,7 @@ instead of retrained.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import flax.struct
@@ -23,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tqdm
 
 from rise_jax.data import captions
 from rise_jax.models import captioner as captioner_lib
+from rise_jax.train import checkpoint, loop
 
 Variables = Any
 
@@ -141,14 +142,31 @@ def shape_set_correct(pred_tokens: np.ndarray, labels: np.ndarray) -> np.ndarray
   return np.asarray(out, bool)
 
 
+def _caption_step(module: captioner_lib.Captioner, tx: optax.GradientTransformation,
+                  bag_weight: float) -> Callable:
+  """Jitted ``train_step(state, images, tokens) -> (state, loss)`` of :func:`fit_captioner`."""
+
+  @jax.jit
+  def train_step(state, images, tokens):
+    (loss, _), grads = jax.value_and_grad(
+        lambda p: caption_loss(module, p, images, tokens, bag_weight), has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state), loss
+
+  return train_step
+
+
 def fit_captioner(module: captioner_lib.Captioner, train: dict, val: dict, *, epochs: int = 10,
                   batch_size: int = 16, learning_rate: float = 3e-3, bag_weight: float = 1.0,
-                  seed: int = 0, workdir: str | None = None, progress: bool = True) -> dict:
+                  seed: int = 0, workdir: str | None = None, progress: bool = True,
+                  overwrite: bool = False) -> dict:
   """Trains a captioner with teacher forcing (token cross-entropy) and Adam.
 
-  Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
-  partial batch is dropped), so a run resumed from its latest checkpoint ends with exactly the
-  parameters of an uninterrupted run. The learning rate decays with a cosine over all steps.
+  The epochs are run by :func:`rise_jax.train.loop.run`: epoch ``e`` visits the training set in
+  the order ``permutation(fold_in(key, e))`` (the last partial batch is dropped), so a run
+  resumed from its latest checkpoint ends with exactly the parameters of an uninterrupted run.
+  The learning rate decays with a cosine over all steps.
 
   Args:
     module: The :class:`~rise_jax.models.captioner.Captioner`.
@@ -162,9 +180,12 @@ def fit_captioner(module: captioner_lib.Captioner, train: dict, val: dict, *, ep
     bag_weight: Weight of the auxiliary bag-of-words loss (see :func:`caption_loss`); the
       validation loss and the best checkpoint use the next-word cross-entropy only.
     seed: Initialisation and data-order seed.
-    workdir: Run folder (``checkpoints/{latest,best}``, ``history.json``); ``None`` trains in
-      memory.
+    workdir: Run folder (``checkpoints/{latest,best}``, ``history.json``, the run's fingerprint:
+      a rerun with other data or settings, ``epochs`` included since the cosine schedule spans
+      them, refuses instead of returning the old captioner, see :mod:`rise_jax.train.loop`);
+      ``None`` trains in memory.
     progress: Show a progress bar.
+    overwrite: Discard a run in ``workdir`` trained with other settings and train anew.
 
   Returns:
     ``{"variables": the best epoch's variables, "last_variables", "history": [{"epoch",
@@ -172,10 +193,10 @@ def fit_captioner(module: captioner_lib.Captioner, train: dict, val: dict, *, ep
     variables are also saved to ``workdir/variables`` (:func:`load_captioner` reads them).
 
   Raises:
-    ValueError: For malformed data or out-of-range arguments.
+    ValueError: For malformed data, out-of-range arguments, or a ``workdir`` holding a run
+      with other settings (without ``overwrite``).
+    rise_jax.train.loop.RunFolderBusy: Another run is training in ``workdir``.
   """
-  from rise_jax.train import checkpoint
-
   x_tr, t_tr = _check_data(train, "train")
   x_va, t_va = _check_data(val, "val")
   n = x_tr.shape[0]
@@ -188,45 +209,31 @@ def fit_captioner(module: captioner_lib.Captioner, train: dict, val: dict, *, ep
                      f"[{int(t_tr.min())}, {int(t_tr.max())}]")
   init_key, key = jax.random.split(jax.random.key(seed))
   variables = captioner_lib.init(module, init_key, tuple(x_tr.shape[1:]))
-  steps_per_epoch = n // batch_size
-  tx = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch, 0.05))
+  tx = optax.adam(optax.cosine_decay_schedule(learning_rate, epochs * (n // batch_size), 0.05))
   state = CaptionTrainState(epoch=jnp.asarray(0, jnp.int32), params=variables["params"],
                             opt_state=tx.init(variables["params"]))
+  train_step = _caption_step(module, tx, bag_weight)
 
-  @jax.jit
-  def train_step(state, images, tokens):
-    (loss, _), grads = jax.value_and_grad(
-        lambda p: caption_loss(module, p, images, tokens, bag_weight), has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state.replace(params=optax.apply_updates(state.params, updates),
-                         opt_state=opt_state), loss
+  def validate(st):
+    val_loss, val_acc = evaluate_loss(module, {"params": st.params}, x_va, t_va)
+    return {"val_loss": val_loss, "val_token_acc": val_acc}
 
-  latest, best, state, history, hist_path = checkpoint.open_run(
-      workdir, state, best_metric="val_loss", best_mode="min")
-  best_state, best_loss = checkpoint.best_so_far(best, state, history, "val_loss", "min")
-  for epoch in tqdm.trange(int(state.epoch), epochs, desc="captioner epochs",
-                           disable=not progress):
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    losses = []
-    for s in range(steps_per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      state, loss = train_step(state, x_tr[idx], t_tr[idx])
-      losses.append(loss)
-    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
-    val_loss, val_acc = evaluate_loss(module, {"params": state.params}, x_va, t_va)
-    history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                    "val_loss": val_loss, "val_token_acc": val_acc})
-    if val_loss < best_loss:
-      best_state, best_loss = state, val_loss
-    checkpoint.save_epoch(latest, best, epoch + 1, state, {"val_loss": val_loss}, history,
-                          hist_path)
-  for m in (latest, best):
-    if m is not None:
-      m.close()
-  if workdir is not None:
-    checkpoint.save_variables(os.path.join(workdir, VARIABLES_DIR), {"params": best_state.params})
-  return {"variables": {"params": best_state.params}, "last_variables": {"params": state.params},
-          "history": history, "best_epoch": int(best_state.epoch)}
+  def export(res):  # the best variables, for load_captioner
+    checkpoint.save_variables(os.path.join(workdir, VARIABLES_DIR),
+                              {"params": res.best_state.params})
+
+  config = {"trainer": "rise_jax.train.captioner.fit_captioner", "module": module,
+            "epochs": epochs, "learning_rate": learning_rate, "bag_weight": bag_weight,
+            "seed": seed}
+  res = loop.run(state, lambda st, batch, rng: train_step(st, batch["image"], batch["tokens"]),
+                 validate, {"image": x_tr, "tokens": t_tr}, epochs=epochs,
+                 batch_size=batch_size, key=key, best_metric="val_loss", mode="min",
+                 workdir=workdir, config=config, inputs={"val.image": x_va, "val.tokens": t_va},
+                 overwrite=overwrite, clear=(VARIABLES_DIR,), finish=export, progress=progress,
+                 desc="captioner epochs")
+  return {"variables": {"params": res.best_state.params},
+          "last_variables": {"params": res.state.params}, "history": res.history,
+          "best_epoch": int(res.best_state.epoch)}
 
 
 def evaluate_loss(module: captioner_lib.Captioner, variables: Variables, images, tokens, *,
@@ -274,10 +281,6 @@ def load_captioner(workdir: str, module: captioner_lib.Captioner,
     FileNotFoundError: No finished run in ``workdir``.
     ValueError: The checkpoint does not match ``module`` (names the first difference).
   """
-  import os
-
-  from rise_jax.train import checkpoint
-
   template = jax.eval_shape(lambda: captioner_lib.init(module, jax.random.key(0), image_shape))
   tree = checkpoint.load_variables(os.path.join(workdir, VARIABLES_DIR), template)
   return jax.tree.map(jnp.asarray, tree)

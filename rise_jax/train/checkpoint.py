@@ -226,14 +226,20 @@ def _first_best(history: list[dict], metric: str, mode: str) -> tuple[int | None
   return epoch, value
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-  """Writes ``obj`` to ``path`` through ``path.tmp`` and a rename: never a half-written file."""
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes ``obj`` as JSON to ``path`` through ``path.tmp``, fsync and a rename: ``path`` is
+  never a half-written file (the folder is fsynced too, so the rename survives a power cut)."""
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+  fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
 
 
 def _read_history(path: str) -> list[dict]:
@@ -364,7 +370,7 @@ def save_epoch(latest: Manager | None, best: Manager | None, epoch: int, state: 
   """
   if latest is None:
     return
-  _write_json_atomic(history_path, history)
+  write_json_atomic(history_path, history)
   latest.save(epoch, state, metrics)
   if best.best_metric is None or _first_best(history, best.best_metric,
                                              best.best_mode)[0] == epoch:

@@ -25,6 +25,7 @@ from rise_jax.metrics.classification import (  # noqa: F401 (re-exported)
   mean_average_precision,
 )
 from rise_jax.models import common
+from rise_jax.train import loop
 
 Params = Any
 
@@ -226,80 +227,34 @@ def mask_augment(key: jax.Array, images: jax.Array, keep: jax.Array, prob: float
   return images * jnp.where(on, mask, 1.0)[..., None]
 
 
-def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_size: int = 64,
-        learning_rate: float = 1e-3, seed: int = 0, head_only: bool = False,
-        head_names: tuple[str, ...] = ("head", "fc"), init_variables: Any = None,
-        schedule: str = "constant", workdir: str | None = None,
-        progress: bool = True, keep_masks: Any = None, mask_prob: float = 0.0) -> dict:
-  """Multi-label BCE training with Adam, per-epoch validation mAP, Orbax keep-best and resume.
-
-  Epoch ``e`` visits the training set in the order ``permutation(fold_in(key, e))`` (the last
-  partial batch is dropped), so a run killed after epoch ``k`` and resumed from its checkpoint
-  ends with exactly the parameters of an uninterrupted run.
-
-  Args:
-    module: Flax module ``__call__(x, train) -> logits or (logits, features)``; batch norm
-      statistics (``batch_stats``) are supported.
-    train: ``{"image": float32[N, H, W, C], "label": multi-hot [N, K]}``.
-    val: Same for validation (mAP and loss each epoch).
-    epochs: Total epochs (a resumed run continues up to this number).
-    batch_size: Examples per step, in ``[1, N]``.
-    learning_rate: Adam learning rate.
-    seed: Initialisation and data-order seed.
-    head_only: Train only the parameters under ``head_names`` (fine-tuning a pretrained
-      backbone); the frozen rest is passed to the step as an explicit argument.
-    head_names: Top-level parameter names of the classifier head.
-    init_variables: Starting variables (e.g. converted pretrained weights); default
-      ``module.init``.
-    schedule: ``"constant"`` learning rate or ``"cosine"`` decay to 0 over all steps.
-    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best`` and ``history.json``;
-      ``None`` trains in memory without checkpoints.
-    progress: Show progress bars.
-    keep_masks: Optional bool[N, H, W] pixels never masked by the masking augmentation (the
-      objects of each training image).
-    mask_prob: Masking augmentation: each training image is, with this probability, multiplied
-      by ``max(keep, b)`` with ``b`` a random smooth mask (a 4x4 grid of uniform values,
-      each cell kept with a random rate, bilinearly upsampled), so the classifier sees
-      images whose background is partly replaced by 0 (the mean in normalised space), as
-      saliency methods' masks do, without losing the labelled objects. Needs ``keep_masks``.
-
-  Returns:
-    ``{"variables": the variables of the epoch with the best validation mAP,
-    "last_variables", "history": [{"epoch", "train_loss", "val_loss", "val_map"}],
-    "best_epoch", "val_map"}``.
-  """
-
-  from rise_jax.train import checkpoint
-
-  x_tr, y_tr = _check_data(train["image"], train["label"])
-  x_va, y_va = _check_data(val["image"], val["label"])
-  n = x_tr.shape[0]
+def _check_fit_args(n: int, *, epochs: int, batch_size: int, learning_rate: float,
+                    schedule: str, mask_prob: float, keep_masks: Any,
+                    image_shape: tuple[int, ...]) -> jax.Array | None:
+  """Checks :func:`fit`'s arguments; the masking augmentation's bool[N, H, W] ``keep`` (or
+  ``None`` without it)."""
   if not 1 <= batch_size <= n:
     raise ValueError(f"batch_size must be in [1, {n}] (the number of examples), got {batch_size}")
   if epochs < 1 or learning_rate <= 0:
     raise ValueError(f"epochs must be >= 1 and learning_rate > 0, got {epochs}, {learning_rate}")
-  if not 0.0 <= mask_prob <= 1.0:
-    raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
-  keep = None
-  if mask_prob > 0:
-    if keep_masks is None:
-      raise ValueError("mask_prob > 0 needs keep_masks: bool[N, H, W] object pixels")
-    keep = jnp.asarray(keep_masks, bool)
-    if keep.shape != x_tr.shape[:3]:
-      raise ValueError(f"keep_masks must have shape [N, H, W] = {list(x_tr.shape[:3])}, got "
-                       f"{list(keep.shape)}")
-  init_key, key = jax.random.split(jax.random.key(seed))
-  variables = init_variables or jax.jit(module.init)(init_key, x_tr[:1])
-  has_bn = "batch_stats" in variables
-  trainable_fn = (lambda k: k[0] in head_names) if head_only else (lambda k: True)
-  params_tr, frozen = split_trainable(variables["params"], trainable_fn)
   if schedule not in ("constant", "cosine"):
     raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-  lr = (optax.cosine_decay_schedule(learning_rate, epochs * (n // batch_size))
-        if schedule == "cosine" else learning_rate)
-  tx = optax.adam(lr)
-  state = TrainState(epoch=jnp.asarray(0, jnp.int32), params=params_tr,
-                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params_tr))
+  if not 0.0 <= mask_prob <= 1.0:
+    raise ValueError(f"mask_prob must be in [0, 1], got {mask_prob}")
+  if mask_prob == 0:
+    return None
+  if keep_masks is None:
+    raise ValueError("mask_prob > 0 needs keep_masks: bool[N, H, W] object pixels")
+  keep = jnp.asarray(keep_masks, bool)
+  if keep.shape != image_shape[:3]:
+    raise ValueError(f"keep_masks must have shape [N, H, W] = {list(image_shape[:3])}, got "
+                     f"{list(keep.shape)}")
+  return keep
+
+
+def _fit_steps(module: nn.Module, has_bn: bool, tx: optax.GradientTransformation,
+               mask_prob: float) -> tuple[Callable, Callable]:
+  """:func:`fit`'s jitted ``train_step(state, frozen, images, labels, rng, keep_batch) ->
+  (state, loss)`` and ``eval_logits(state, frozen, images) -> logits [B, K]``."""
 
   def apply(params, batch_stats, frozen, images, is_training, rng=None):
     v = {"params": _merge(params, frozen)}
@@ -330,32 +285,97 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
   def eval_logits(state, frozen, images):
     return apply(state.params, state.batch_stats, frozen, images, False)[0]
 
-  def evaluate(state):
-    logits = np.concatenate([np.asarray(eval_logits(state, frozen, x_va[i:i + 256]))
+  return train_step, eval_logits
+
+
+def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_size: int = 64,
+        learning_rate: float = 1e-3, seed: int = 0, head_only: bool = False,
+        head_names: tuple[str, ...] = ("head", "fc"), init_variables: Any = None,
+        schedule: str = "constant", workdir: str | None = None,
+        progress: bool = True, keep_masks: Any = None, mask_prob: float = 0.0,
+        overwrite: bool = False) -> dict:
+  """Multi-label BCE training with Adam, per-epoch validation mAP, Orbax keep-best and resume.
+
+  The epochs are run by :func:`rise_jax.train.loop.run`: epoch ``e`` visits the training set in
+  the order ``permutation(fold_in(key, e))`` (the last partial batch is dropped), so a run
+  killed after epoch ``k`` and resumed from its checkpoint ends with exactly the parameters of
+  an uninterrupted run.
+
+  Args:
+    module: Flax module ``__call__(x, train) -> logits or (logits, features)``; batch norm
+      statistics (``batch_stats``) are supported.
+    train: ``{"image": float32[N, H, W, C], "label": multi-hot [N, K]}``.
+    val: Same for validation (mAP and loss each epoch).
+    epochs: Total epochs (a resumed run continues up to this number).
+    batch_size: Examples per step, in ``[1, N]``.
+    learning_rate: Adam learning rate.
+    seed: Initialisation and data-order seed.
+    head_only: Train only the parameters under ``head_names`` (fine-tuning a pretrained
+      backbone); the frozen rest is passed to the step as an explicit argument.
+    head_names: Top-level parameter names of the classifier head.
+    init_variables: Starting variables (e.g. converted pretrained weights); default
+      ``module.init``.
+    schedule: ``"constant"`` learning rate or ``"cosine"`` decay to 0 over all steps.
+    workdir: Folder for ``checkpoints/latest``, ``checkpoints/best``, ``history.json`` and the
+      run's fingerprint (:mod:`rise_jax.train.loop`: a rerun with other data or settings
+      refuses instead of returning the old model; ``epochs`` is part of it only with the
+      cosine schedule); ``None`` trains in memory without checkpoints.
+    progress: Show progress bars.
+    keep_masks: Optional bool[N, H, W] pixels never masked by the masking augmentation (the
+      objects of each training image).
+    mask_prob: Masking augmentation: each training image is, with this probability, multiplied
+      by ``max(keep, b)`` with ``b`` a random smooth mask (a 4x4 grid of uniform values,
+      each cell kept with a random rate, bilinearly upsampled), so the classifier sees
+      images whose background is partly replaced by 0 (the mean in normalised space), as
+      saliency methods' masks do, without losing the labelled objects. Needs ``keep_masks``.
+    overwrite: Discard a run in ``workdir`` trained with other settings and train anew.
+
+  Returns:
+    ``{"variables": the variables of the epoch with the best validation mAP,
+    "last_variables", "history": [{"epoch", "train_loss", "val_loss", "val_map"}],
+    "best_epoch", "val_map"}``.
+
+  Raises:
+    ValueError: For malformed data, out-of-range arguments, or a ``workdir`` holding a run
+      with other settings (without ``overwrite``).
+    rise_jax.train.loop.RunFolderBusy: Another run is training in ``workdir``.
+  """
+  x_tr, y_tr = _check_data(train["image"], train["label"])
+  x_va, y_va = _check_data(val["image"], val["label"])
+  keep = _check_fit_args(x_tr.shape[0], epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, schedule=schedule, mask_prob=mask_prob,
+                         keep_masks=keep_masks, image_shape=x_tr.shape)
+  init_key, key = jax.random.split(jax.random.key(seed))
+  variables = init_variables or jax.jit(module.init)(init_key, x_tr[:1])
+  has_bn = "batch_stats" in variables
+  trainable_fn = (lambda k: k[0] in head_names) if head_only else (lambda k: True)
+  params_tr, frozen = split_trainable(variables["params"], trainable_fn)
+  lr = (optax.cosine_decay_schedule(learning_rate, epochs * (x_tr.shape[0] // batch_size))
+        if schedule == "cosine" else learning_rate)
+  tx = optax.adam(lr)
+  state = TrainState(epoch=jnp.asarray(0, jnp.int32), params=params_tr,
+                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params_tr))
+  train_step, eval_logits = _fit_steps(module, has_bn, tx, mask_prob)
+
+  def step(st, batch, rng):
+    return train_step(st, frozen, batch["image"], batch["label"], rng, batch.get("keep"))
+
+  def validate(st):
+    logits = np.concatenate([np.asarray(eval_logits(st, frozen, x_va[i:i + 256]))
                              for i in range(0, x_va.shape[0], 256)])
     loss = float(np.mean(np.asarray(optax.sigmoid_binary_cross_entropy(logits, y_va))))
-    return loss, mean_average_precision(logits, np.asarray(y_va))[0]
+    return {"val_loss": loss, "val_map": mean_average_precision(logits, np.asarray(y_va))[0]}
 
-  latest, best, state, history, hist_path = checkpoint.open_run(
-      workdir, state, best_metric="val_map", best_mode="max")
-  best_state, best_map = checkpoint.best_so_far(best, state, history, "val_map", "max")
-  steps_per_epoch = n // batch_size
-  for epoch in tqdm.trange(int(state.epoch), epochs, desc="epochs", disable=not progress):
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-    losses = []
-    for s in range(steps_per_epoch):
-      idx = perm[s * batch_size:(s + 1) * batch_size]
-      rng = jax.random.fold_in(jax.random.fold_in(key, epoch), s)  # dropout, if any
-      state, loss = train_step(state, frozen, x_tr[idx], y_tr[idx], rng,
-                               None if keep is None else keep[idx])
-      losses.append(loss)
-    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
-    val_loss, val_map = evaluate(state)
-    history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)),
-                    "val_loss": val_loss, "val_map": val_map})
-    if val_map > best_map:
-      best_state, best_map = state, val_map
-    checkpoint.save_epoch(latest, best, epoch + 1, state, {"val_map": val_map}, history, hist_path)
+  config = {"trainer": "rise_jax.train.classifier.fit", "module": module, "seed": seed,
+            "learning_rate": learning_rate, "schedule": schedule, "head_only": head_only,
+            "mask_prob": mask_prob}
+  config.update({"head_names": list(head_names)} if head_only else {})
+  config.update({"epochs": epochs} if schedule == "cosine" else {})  # the schedule's length
+  data = {"image": x_tr, "label": y_tr, **({} if keep is None else {"keep": keep})}
+  res = loop.run(state, step, validate, data, epochs=epochs, batch_size=batch_size, key=key,
+                 best_metric="val_map", mode="max", workdir=workdir, config=config,
+                 inputs={"val.image": x_va, "val.label": y_va, "init_variables": init_variables},
+                 overwrite=overwrite, progress=progress)
 
   def to_variables(st):
     v = {"params": _merge(st.params, frozen)}
@@ -363,10 +383,6 @@ def fit(module: nn.Module, train: dict, val: dict, *, epochs: int = 10, batch_si
       v["batch_stats"] = st.batch_stats
     return v
 
-  best_epoch = int(best_state.epoch)
-  for m in (latest, best):
-    if m is not None:
-      m.close()
-  return {"variables": to_variables(best_state), "last_variables": to_variables(state),
-          "history": history, "best_epoch": best_epoch,
-          "val_map": max((h["val_map"] for h in history), default=float("nan"))}
+  return {"variables": to_variables(res.best_state), "last_variables": to_variables(res.state),
+          "history": res.history, "best_epoch": int(res.best_state.epoch),
+          "val_map": max((h["val_map"] for h in res.history), default=float("nan"))}
