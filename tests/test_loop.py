@@ -171,7 +171,7 @@ def test_a_lock_held_by_another_process_fails_at_once(tmp_path):
   try:
     assert holder.stdout.readline().strip() == "locked"
     start = time.monotonic()
-    with pytest.raises(loop.RunFolderBusy, match="in use by another training run") as err:
+    with pytest.raises(loop.RunFolderBusy, match="in use by another run") as err:
       _toy_run(tmp_path, epochs=1)
     assert time.monotonic() - start < 10
     assert str(tmp_path) in str(err.value) and f"pid {holder.pid}" in str(err.value)

@@ -163,6 +163,9 @@ def score_methods(probs_fn: Callable, test: dict, masks: dict[str, np.ndarray],
           "num_images": int(keep.sum())}
 
 
+_LABELS = {"acc": "Acc", "iou": "IoU", "mae": "MAE"}
+
+
 def _evidence(per_image: dict, specific: dict) -> tuple[dict, list[dict]]:
   """CIs over images of Table 2, and Stalder's orderings on paired per-image differences:
   the Explainer above RISE and Grad-CAM on Acc and IoU, below them on MAE; its class-specific
@@ -176,7 +179,7 @@ def _evidence(per_image: dict, specific: dict) -> tuple[dict, list[dict]]:
     for m, direction, word in (("acc", "greater", "above"), ("iou", "greater", "above"),
                                ("mae", "less", "below")):
       comparisons.append(evidence.compare(
-          f"Explainer {m.upper() if m != 'iou' else 'IoU'} {word} {other}'s (Stalder Tab. 2)",
+          f"Explainer {_LABELS[m]} {word} {other}'s (Stalder Tab. 2)",
           ours[m], per_image[other][m], direction=direction, names=("Explainer", other),
           metric=m))
   gap = specific.get("Explainer", {}).get("gap_ci")

@@ -14,8 +14,6 @@ concurrent run on the same folder fail at once.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -26,19 +24,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from rise_jax.train import checkpoint, loop
+
 SKIP = ("progress", "workdir", "overwrite")  # entries that never change a run's results
 MARKER = "run.json"
 RESULTS = "results.json"
 LOCK = ".run.lock"
-_HELD: dict[str, list] = {}  # folder -> [open lock file, depth]: re-entrant in one process
+_HELD: dict[str, int] = {}  # folder -> depth of this process's claims (re-entrant)
 
 
 class RunFolderError(ValueError):
   """A run folder holds results of another configuration (and overwrite was not asked)."""
 
 
-class RunFolderBusy(RuntimeError):
-  """Another process is running in the same run folder."""
+RunFolderBusy = loop.RunFolderBusy  # another process runs in the same folder
 
 
 def _strip(d: Any) -> Any:
@@ -68,30 +67,13 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def differing_keys(a: dict, b: dict) -> list[str]:
   """Dotted keys whose values differ between two nested dicts (missing on one side included)."""
-  fa, fb = _flatten(a), _flatten(b)
-  return sorted(k for k in set(fa) | set(fb) if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
+  return loop.differences(_flatten(a), _flatten(b))
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Writes ``obj`` as JSON atomically: a temp file in the same folder, fsync, rename."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, default=float)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-    raise
-  dir_fd = os.open(folder, os.O_RDONLY)
-  try:
-    os.fsync(dir_fd)
-  finally:
-    os.close(dir_fd)
+  """Writes ``obj`` as JSON atomically (:func:`rise_jax.train.checkpoint.write_json_atomic`);
+  NumPy scalars become floats."""
+  checkpoint.write_json_atomic(path, json.loads(json.dumps(obj, default=float)))
 
 
 def write_text(path: str, text: str) -> None:
@@ -122,36 +104,26 @@ def read_json(path: str) -> Any | None:
 
 @contextlib.contextmanager
 def locked(folder: str) -> Iterator[None]:
-  """Holds an exclusive lock on ``folder`` (re-entrant within one process).
+  """Holds the run folder's lock (:func:`rise_jax.train.loop.lock`, file ``.run.lock``),
+  re-entrant within one process (a runner claims its folder inside the main job's claim).
 
   Raises:
     RunFolderBusy: At once, when another process holds the folder's lock.
   """
   key = os.path.realpath(folder)
   if key in _HELD:
-    _HELD[key][1] += 1
+    _HELD[key] += 1
     try:
       yield
     finally:
-      _HELD[key][1] -= 1
+      _HELD[key] -= 1
     return
-  os.makedirs(folder, exist_ok=True)
-  f = open(os.path.join(folder, LOCK), "a+")  # noqa: SIM115 (held across the yield)
-  try:
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except OSError as e:
-    f.close()
-    if e.errno in (errno.EAGAIN, errno.EACCES):
-      raise RunFolderBusy(f"run folder {folder} is in use by another run (lock {LOCK} is held); "
-                          "wait for it to finish or use another workdir") from None
-    raise
-  _HELD[key] = [f, 1]
-  try:
-    yield
-  finally:
-    _HELD.pop(key, None)
-    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-    f.close()
+  with loop.lock(folder, LOCK):
+    _HELD[key] = 1
+    try:
+      yield
+    finally:
+      _HELD.pop(key, None)
 
 
 def _clear(folder: str) -> None:

@@ -165,11 +165,14 @@ def _lock_name() -> str:
 
 
 @contextlib.contextmanager
-def lock(workdir: str | os.PathLike) -> Iterator[str]:
+def lock(workdir: str | os.PathLike, name: str | None = None) -> Iterator[str]:
   """Holds the exclusive lock of a run folder (created if missing) for the ``with`` block.
 
   Args:
     workdir: The run folder.
+    name: The lock file's name (default: this process's training lock, ``train.lock``); the
+      experiments' run folders use their own name, so that a stage and the training inside
+      it each hold one.
 
   Yields:
     The lock file's path (it names the holder: process id and host).
@@ -180,7 +183,7 @@ def lock(workdir: str | os.PathLike) -> Iterator[str]:
   """
   workdir = os.fspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, _lock_name())
+  path = os.path.join(workdir, name or _lock_name())
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
@@ -188,7 +191,7 @@ def lock(workdir: str | os.PathLike) -> Iterator[str]:
     except BlockingIOError:
       holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
       raise RunFolderBusy(
-          f"the run folder {os.path.abspath(workdir)} is in use by another training run "
+          f"the run folder {os.path.abspath(workdir)} is in use by another run "
           f"({holder}; lock {path}): wait for it to finish or use another workdir") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
