@@ -15,8 +15,8 @@ whole run to take a few minutes on 2 CPU cores:
 Each point is the median wall time of ``--repeats`` >= 3 interleaved rounds after one warm-up
 call of each (:func:`benchmarks.common.timed`; its first call, compilation included, and the
 process CPU times are kept in ``timings``; the slopes of the CPU times are in the details). Writes
-``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick``: N in 50, 100, 200 at
-32x32 and sides 32, 64 at N = 100, batch 50 (the batch is capped at the smallest N: a smaller N
+``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick`` (a smoke run, 3 compilations):
+N in 50, 100 at 32x32 and sides 32, 64 at N = 100, batch 50 (the batch is capped at the smallest N: a smaller N
 would be padded to a whole batch and flatten the N curve).
 """
 
@@ -85,7 +85,7 @@ def main(argv=None):
   args = parser.parse_args(argv)
   meta = common.start_meta("benchmarks.scaling_bench", argv, args.quick)
   if args.quick:
-    ns, n_size, sizes, fixed_n = (50, 100, 200), 32, (32, 64), 100
+    ns, n_size, sizes, fixed_n = (50, 100), 32, (32, 64), 100
   else:
     ns, n_size, sizes, fixed_n = (500, 1000, 2000, 4000, 8000), 112, (112, 224, 448), 1000
   b = min(args.batch_size, min(ns))  # N < batch would be padded to a whole batch

@@ -144,7 +144,7 @@ def test_quick_run_writes_the_schema(tmp_path):
   assert "--quick" in meta["benchmark_command"]
   assert meta["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", meta["commit"])
   assert set(result["headlines"]) == {"slope_n", "slope_size"}
-  assert len(result["timings"]) == 4  # N in 50, 100, 200 at 32 px; 64 px at N = 100
+  assert len(result["timings"]) == 3  # N in 50, 100 at 32 px; 64 px at N = 100
   assert (tmp_path / "summary.md").read_text() == run.collect(str(tmp_path))[0]
 
 
