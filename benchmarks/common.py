@@ -35,6 +35,8 @@ MIN_REPEATS = 3
 # Set by benchmarks.run for its children, so that each JSON names the command that made it.
 RUN_COMMAND_ENV = "RISE_JAX_BENCH_RUN_COMMAND"
 CLOCK = "wall"
+# Where there is no .git (a copy of the tree on another machine): the commit it was copied from.
+COMMIT_ENV = "RISE_JAX_BENCH_COMMIT"
 
 
 class Timing(dict):
@@ -133,10 +135,11 @@ def target_holds(value: float, target: str | None) -> bool | None:
 
 
 def git_state() -> dict:
-  """``{"commit", "dirty", "dirty_files"}`` of the checkout (None where git is unavailable).
+  """``{"commit", "dirty", "dirty_files", "commit_source"}`` of the checkout.
 
   ``dirty_files``: tracked files that differ from the commit, outside ``benchmarks/results``
-  (a run writes its JSONs there while later benchmarks still run).
+  (a run writes its JSONs there while later benchmarks still run). Without git, the commit is
+  ``$RISE_JAX_BENCH_COMMIT`` (``commit_source`` "env", ``dirty`` None) or None.
   """
   def git(*args):
     return subprocess.run(["git", *args], cwd=ROOT, stdout=subprocess.PIPE,
@@ -147,8 +150,12 @@ def git_state() -> dict:
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no")
                .splitlines() if not line[3:].startswith("benchmarks/results/")]
   except (OSError, subprocess.CalledProcessError):
-    return {"commit": None, "dirty": None, "dirty_files": []}
-  return {"commit": commit, "dirty": bool(changed), "dirty_files": changed}
+    # A copy without .git (e.g. an accelerator machine given the working tree): the commit
+    # comes from whoever launched the run, and whether the copy was clean is unknown.
+    return {"commit": os.environ.get(COMMIT_ENV), "dirty": None, "dirty_files": [],
+            "commit_source": "env" if os.environ.get(COMMIT_ENV) else None}
+  return {"commit": commit, "dirty": bool(changed), "dirty_files": changed,
+          "commit_source": "git"}
 
 
 def _cpu_model() -> str:

@@ -43,7 +43,8 @@ RUN_COMMAND_ENV = "RISE_JAX_BENCH_RUN_COMMAND"  # = benchmarks.common.RUN_COMMAN
 MIN_REPEATS = 3
 CLOCKS = ("wall", "memory", "fit")
 META_KEYS = ("benchmark_command", "run_command", "quick", "commit", "dirty", "dirty_files",
-             "started", "finished", "benchmark_seconds", "load_before", "load_after", "machine")
+             "commit_source", "started", "finished", "benchmark_seconds", "load_before",
+             "load_after", "machine")
 MACHINE_KEYS = ("cpu_count", "usable_cores", "cpu_model", "backend", "device_kind", "devices",
                 "platform", "python", "jax")
 TIMING_KEYS = ("first_call_seconds", "wall_seconds", "cpu_seconds", "wall_median",

@@ -14,10 +14,11 @@ whole run to take a few minutes on 2 CPU cores:
 
 Each point is the median wall time of ``--repeats`` >= 3 interleaved rounds after one warm-up
 call of each (:func:`benchmarks.common.timed`; its first call, compilation included, and the
-process CPU times are kept in ``timings``; the slopes of the CPU times are in the details). Writes
-``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick`` (a smoke run, 3 compilations):
-N in 50, 100 at 32x32 and sides 32, 64 at N = 100, batch 50 (the batch is capped at the smallest N: a smaller N
-would be padded to a whole batch and flatten the N curve).
+process CPU times are kept in ``timings``; the slopes of the CPU times are in the details).
+Writes ``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick`` (a smoke run, 3
+compilations): N in 50, 100 at 32x32 and sides 32, 64 at N = 100, batch 50 (the batch is
+capped at the smallest N: a smaller N would be padded to a whole batch and flatten the N
+curve).
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def _fake_result(**headlines):
   machine = dict.fromkeys(run.MACHINE_KEYS, "x")
   machine.update(backend="cpu", cpu_model="Some CPU", usable_cores=2)
   meta = dict.fromkeys(run.META_KEYS)
-  meta.update(commit="a" * 40, dirty=False, quick=False, load_before=[0.5, 0.4, 0.3],
-              load_after=[1.5, 0.9, 0.5], machine=machine)
+  meta.update(commit="a" * 40, dirty=False, commit_source="git", quick=False,
+              load_before=[0.5, 0.4, 0.3], load_after=[1.5, 0.9, 0.5], machine=machine)
   return {"benchmark": "rise", "meta": meta, "headlines": headlines, "details": {},
           "timings": {"rise": _timing([1.0, 3.0, 2.0])}}
 
@@ -184,7 +184,11 @@ def test_committed_result_carries_the_commit_it_was_produced_at(path):
   assert os.path.basename(path).split(".")[0].split("_")[0] == name
   assert meta["quick"] is False, "quick figures are not results"
   assert re.fullmatch(r"[0-9a-f]{40}", meta["commit"] or ""), "no commit recorded"
-  assert meta["dirty"] is False, f"produced with uncommitted changes: {meta['dirty_files']}"
+  if meta["commit_source"] == "env":  # a copy without .git: the launcher named the commit
+    assert meta["dirty"] is None
+  else:
+    assert meta["commit_source"] == "git"
+    assert meta["dirty"] is False, f"produced with uncommitted changes: {meta['dirty_files']}"
   if _git("rev-parse", "HEAD").returncode:
     pytest.skip("not a git checkout")
   assert _git("cat-file", "-e", meta["commit"] + "^{commit}").returncode == 0, (
