@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 import rise_jax
 from benchmarks import common
+from benchmarks.rise_bench import QUICK_SIZE
 from rise_jax.explainer import create_explainer, explain
 from rise_jax.models.vgg import VGG16
 
@@ -65,7 +66,7 @@ def main(argv=None):
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   meta = common.start_meta("benchmarks.explainer_bench", argv, args.quick)
-  size = 64 if args.quick else 224
+  size = QUICK_SIZE if args.quick else 224
   n_small, n_large = (20, 40) if args.quick else (200, 400)
   backbone, width = ("resnet18", 8) if args.quick else ("resnet50", 64)
   b = min(args.batch_size, n_small)

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 import rise_jax
 from benchmarks import common
-from benchmarks.rise_bench import resnet18_black_box
+from benchmarks.rise_bench import QUICK_SIZE, resnet18_black_box
 from rise_jax.iassa import attention, iassa, stage_feature_fn
 
 
@@ -61,10 +61,10 @@ def main(argv=None):
   parser.add_argument("--out", default=None, help="JSON path (default results/iassa.json)")
   args = parser.parse_args(argv)
   meta = common.start_meta("benchmarks.iassa_bench", argv, args.quick)
-  size = 64 if args.quick else args.size
+  size = QUICK_SIZE if args.quick else args.size
   scale = size / 224
   half_up = lambda x: max(math.floor(x + 0.5), 1)  # noqa: E731 - as the library rounds
-  window, stride = (13, 6) if args.quick else (half_up(45 * scale), half_up(8 * scale))
+  window, stride = (19, 9) if args.quick else (half_up(45 * scale), half_up(8 * scale))
   steps = dict(window_step=1.5 * scale, stride_step=0.2 * scale)
   b = args.batch_size
 

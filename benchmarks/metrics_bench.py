@@ -26,7 +26,7 @@ import numpy as np
 
 import rise_jax
 from benchmarks import common
-from benchmarks.rise_bench import _model, plain_forward
+from benchmarks.rise_bench import QUICK_SIZE, _model, plain_forward
 from rise_jax import substrates
 from rise_jax.metrics import causal
 
@@ -63,7 +63,7 @@ def main(argv=None):
   parser.add_argument("--out", default=None)
   args = parser.parse_args(argv)
   meta = common.start_meta("benchmarks.metrics_bench", argv, args.quick)
-  size = 64 if args.quick else 224
+  size = QUICK_SIZE if args.quick else 224
   step = size
   num_images = 2 if args.quick else 4
   b = args.batch_size
