@@ -4,10 +4,15 @@ Measured in one run on the current machine (``python -m benchmarks.rise_bench``)
 
 * ``overhead``: wall time of ``rise`` (all 1000 class maps, N masks) / wall time of a plain
   jitted batched forward of N distinct images through the same model (a Flax ResNet-18,
-  about 1.8 GMAC per 224x224 image, 1000 classes), both after compilation.
+  about 1.8 GMAC per 224x224 image, 1000 classes); ``overhead_first_call`` is the same ratio
+  of the first calls (compilation included).
 * ``memory_ratio``: peak RSS of a process running RISE at N = 8000 / at N = 500 (same model).
-* ``mask_speedup``: masks/s of ``generate_masks`` / masks/s of the authors' NumPy +
-  scikit-image loop (one ``skimage.transform.resize`` per mask, float64 output).
+* ``mask_speedup``: wall time of the authors' NumPy + scikit-image loop (one
+  ``skimage.transform.resize`` per mask, float64 output) / wall time of ``generate_masks``,
+  both drawing the same number of masks (1000).
+
+Times: :func:`benchmarks.common.timed` (wall time, median of ``--repeats`` >= 3 interleaved
+rounds after one warm-up call of each side).
 
 Writes ``benchmarks/results/rise.json``. ``--quick`` shrinks every size for a smoke run.
 """
@@ -25,6 +30,11 @@ import numpy as np
 import rise_jax
 from benchmarks import common
 from rise_jax.models.resnet import ResNet18
+
+# --quick image side, shared by the quick paths: 96, not 64, because at 64 px ResNet-18's
+# layer4 maps are 2x2, where XLA's CPU 3x3 conv is far slower than on 3x3 maps (batch-100
+# forward 25 s at 64 px vs 5.5 s at 96 px, measured on the shared 2-core machine).
+QUICK_SIZE = 96
 
 
 def resnet18_black_box(size: int):
@@ -93,69 +103,66 @@ def main(argv=None):
   parser.add_argument("--size", type=int, default=224)
   parser.add_argument("--batch-size", type=int, default=100,
                       help="RISE batch size (the library default) and forward batch size")
+  parser.add_argument("--repeats", type=int, default=common.MIN_REPEATS,
+                      help="interleaved timing rounds (>= 3)")
   parser.add_argument("--out", default=None, help="JSON path (default results/rise.json)")
   args = parser.parse_args(argv)
   if args.child_memory:
     print(json.dumps(child_memory(args.child_memory, args.size, args.batch_size)))
     return
-  size = 64 if args.quick else args.size
+  meta = common.start_meta("benchmarks.rise_bench", argv, args.quick)
+  size = QUICK_SIZE if args.quick else args.size
   n_overhead = 100 if args.quick else 1000
   n_mem = (50, 200) if args.quick else (500, 8000)
-  n_masks_gen = 100 if args.quick else 1000
-  n_ref = 20 if args.quick else 200
+  n_masks = 100 if args.quick else 1000
   b = args.batch_size
 
   model_fn = _model(size)
   image = _image(size)
-  forward = plain_forward(model_fn, image, n_overhead, b)
-  run_rise = lambda: rise_jax.rise(model_fn, image, 0, num_masks=n_overhead, batch_size=b)  # noqa
-  # Interleaved (forward, RISE) pairs after a warm-up of each, best of each: a load change on
-  # the machine affects both sides of the ratio alike.
-  t_forward, t_rise = common.interleaved_best([forward, run_rise], repeats=2)
-
+  t = common.timed({
+      "forward": plain_forward(model_fn, image, n_overhead, b),
+      "rise": lambda: rise_jax.rise(model_fn, image, 0, num_masks=n_overhead, batch_size=b),
+  }, args.repeats)
+  # Mask generation: both sides draw the same number of masks, same warm-up and rounds.
+  t.update(common.timed({
+      "generate_masks": lambda: rise_jax.generate_masks(1, n_masks, size, 7, 0.5),
+      "authors_mask_loop": lambda: reference_masks(n_masks, size),
+  }, args.repeats))
   mem = [common.run_child("benchmarks.rise_bench",
                           ["--child-memory", str(n), "--size", str(size),
                            "--batch-size", str(b)]) for n in n_mem]
 
-  t_gen = common.best_time(
-      lambda: rise_jax.generate_masks(1, n_masks_gen, size, 7, 0.5), repeats=2)
-  reference_masks(5, size)
-  start = time.perf_counter()
-  reference_masks(n_ref, size)
-  t_ref = (time.perf_counter() - start) / n_ref * n_masks_gen
-
-  result = {
-      "overhead": t_rise / t_forward,
-      "memory_ratio": mem[1]["peak_rss_mb"] / mem[0]["peak_rss_mb"],
-      "mask_speedup": t_ref / t_gen,
-      "details": {
-          "model": "Flax ResNet-18, 1000 classes, random init, softmax scores",
-          "input_size": size, "batch_size": b, "num_masks_overhead": n_overhead,
-          "rise_seconds": t_rise, "forward_seconds": t_forward,
-          "rise_ms_per_mask": 1e3 * t_rise / n_overhead,
-          "forward_ms_per_image": 1e3 * t_forward / n_overhead,
-          "memory_runs": mem,
-          "generate_masks_us_per_mask": 1e6 * t_gen / n_masks_gen,
-          "reference_us_per_mask": 1e6 * t_ref / n_masks_gen,
-          "num_masks_generated": n_masks_gen, "reference_masks_timed": n_ref,
-      },
-      "environment": common.environment(),
-      "targets": {"overhead": "<= 1.10", "memory_ratio": "<= 1.10", "mask_speedup": ">= 20"},
+  headlines = {
+      "overhead": common.headline(t["rise"].wall / t["forward"].wall, "<= 1.10"),
+      "memory_ratio": common.headline(mem[1]["peak_rss_mb"] / mem[0]["peak_rss_mb"], "<= 1.10",
+                                      clock="memory"),
+      "mask_speedup": common.headline(t["authors_mask_loop"].wall / t["generate_masks"].wall,
+                                      ">= 20"),
+      "overhead_first_call": common.headline(
+          t["rise"].first / t["forward"].first,
+          note="first calls (compilation included) of RISE and of the forward program"),
   }
-  common.print_table([
-      ("overhead (RISE / forward)", f"{result['overhead']:.3f}", "<= 1.10"),
-      (f"memory_ratio (N={n_mem[1]} / N={n_mem[0]})", f"{result['memory_ratio']:.3f}",
-       "<= 1.10"),
-      ("mask_speedup (vs skimage loop)", f"{result['mask_speedup']:.1f}", ">= 20"),
-      ("RISE ms / mask", f"{1e3 * t_rise / n_overhead:.2f}", ""),
-      ("forward ms / image", f"{1e3 * t_forward / n_overhead:.2f}", ""),
+  details = {
+      "model": "Flax ResNet-18, 1000 classes, random init, softmax scores",
+      "clock": common.clock_note(args.repeats),
+      "input_size": size, "batch_size": b, "num_masks_overhead": n_overhead,
+      "rise_ms_per_mask": 1e3 * t["rise"].wall / n_overhead,
+      "forward_ms_per_image": 1e3 * t["forward"].wall / n_overhead,
+      "memory_runs": mem,
+      "num_masks_generated": n_masks,
+      "generate_masks_us_per_mask": 1e6 * t["generate_masks"].wall / n_masks,
+      "authors_loop_us_per_mask": 1e6 * t["authors_mask_loop"].wall / n_masks,
+      "overhead_cpu_time": t["rise"].cpu / t["forward"].cpu,
+  }
+  common.print_headlines(headlines, [
+      ("RISE ms / mask", f"{details['rise_ms_per_mask']:.2f}"),
+      ("forward ms / image", f"{details['forward_ms_per_image']:.2f}"),
       ("peak RSS MiB (small N, large N)",
-       f"{mem[0]['peak_rss_mb']:.0f}, {mem[1]['peak_rss_mb']:.0f}", ""),
-      ("generate_masks us / mask", f"{1e6 * t_gen / n_masks_gen:.1f}", ""),
-      ("skimage reference us / mask", f"{1e6 * t_ref / n_masks_gen:.1f}", ""),
+       f"{mem[0]['peak_rss_mb']:.0f}, {mem[1]['peak_rss_mb']:.0f}"),
+      ("generate_masks us / mask", f"{details['generate_masks_us_per_mask']:.1f}"),
+      ("authors' skimage loop us / mask", f"{details['authors_loop_us_per_mask']:.1f}"),
   ])
-  path = common.write_json("rise", result, args.out)
-  print(f"wrote {path}")
+  print(f"wrote {common.write_result('rise', meta, headlines, details, t, args.out)}")
 
 
 if __name__ == "__main__":

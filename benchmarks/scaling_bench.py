@@ -12,12 +12,13 @@ whole run to take a few minutes on 2 CPU cores:
 * ``slope_size``: the slope of log(time) vs log(image side), sides 112, 224, 448 at N = 1000
   (2 = time linear in the number of pixels).
 
-Each point is the best of ``--repeats`` interleaved rounds after a warm-up run (compilation).
-Times are process CPU time on a CPU backend (robust to other jobs sharing the cores) and wall
-time on an accelerator (``details.clock``); both clocks are recorded per point. Writes
-``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick``: N in 50, 100, 200 at
-32x32 and sides 32, 64 at N = 100, batch 50 (the batch is capped at the smallest N: a smaller N
-would be padded to a whole batch and flatten the N curve).
+Each point is the median wall time of ``--repeats`` >= 3 interleaved rounds after one warm-up
+call of each (:func:`benchmarks.common.timed`; its first call, compilation included, and the
+process CPU times are kept in ``timings``; the slopes of the CPU times are in the details).
+Writes ``benchmarks/results/scaling.json`` (``--out`` elsewhere). ``--quick`` (a smoke run, 3
+compilations): N in 50, 100 at 32x32 and sides 32, 64 at N = 100, batch 50 (the batch is
+capped at the smallest N: a smaller N would be padded to a whole batch and flatten the N
+curve).
 """
 
 from __future__ import annotations
@@ -79,11 +80,13 @@ def main(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
   parser.add_argument("--batch-size", type=int, default=100, help="masks per model call")
-  parser.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds")
+  parser.add_argument("--repeats", type=int, default=common.MIN_REPEATS,
+                      help="interleaved timing rounds (>= 3)")
   parser.add_argument("--out", default=None, help="JSON path (default results/scaling.json)")
   args = parser.parse_args(argv)
+  meta = common.start_meta("benchmarks.scaling_bench", argv, args.quick)
   if args.quick:
-    ns, n_size, sizes, fixed_n = (50, 100, 200), 32, (32, 64), 100
+    ns, n_size, sizes, fixed_n = (50, 100), 32, (32, 64), 100
   else:
     ns, n_size, sizes, fixed_n = (500, 1000, 2000, 4000, 8000), 112, (112, 224, 448), 1000
   b = min(args.batch_size, min(ns))  # N < batch would be padded to a whole batch
@@ -94,43 +97,37 @@ def main(argv=None):
     return lambda: rise_jax.rise(model_fn, image, 0, num_masks=n, batch_size=b)
 
   points = list(dict.fromkeys([(n, n_size) for n in ns] + [(fixed_n, s) for s in sizes]))
-  wall, cpu = common.interleaved_best_wall_cpu([run(n, s) for n, s in points],
-                                               repeats=args.repeats)
-  clock = common.headline_clock()
-  times = dict(zip(points, cpu if clock == "cpu" else wall))
+  t = common.timed({f"N={n},size={s}": run(n, s) for n, s in points}, args.repeats)
+  times = {(n, s): t[f"N={n},size={s}"].wall for n, s in points}
+  cpu = {(n, s): t[f"N={n},size={s}"].cpu for n, s in points}
   t_n = [times[(n, n_size)] for n in ns]
   t_size = [times[(fixed_n, s)] for s in sizes]
   per_mask, fixed = linear_fit(ns, t_n)
-  result = {
-      "slope_n": loglog_slope(ns, t_n),
-      "slope_size": loglog_slope(sizes, t_size),
-      "details": {
-          "model": (f"Flax ResNet-18 at width {WIDTH} (torchvision layout, 1/4 of the channels), "
-                    "1000 classes, random init, softmax scores"),
-          "method": "rise_jax.rise, all 1000 class maps, grid 7, p1 0.5",
-          "batch_size": b, "repeats": args.repeats,
-          "clock": ("process CPU time (CPU backend; other jobs may share the cores)"
-                    if clock == "cpu" else "wall time"),
-          "n_scaling": {"input_size": n_size, "num_masks": list(ns), "seconds": t_n},
-          "size_scaling": {"num_masks": fixed_n, "input_size": list(sizes), "seconds": t_size},
-          "seconds_per_mask": per_mask, "fixed_seconds": fixed,
-          "ms_per_mask_per_point": {f"N={n},size={s}": 1e3 * times[(n, s)] / n
-                                    for n, s in points},
-          "wall_seconds": {f"N={n},size={s}": t for (n, s), t in zip(points, wall)},
-          "cpu_seconds": {f"N={n},size={s}": t for (n, s), t in zip(points, cpu)},
-      },
-      "environment": common.environment(),
-      "targets": {"slope_n": "≈ 1 (linear in N)", "slope_size": "≈ 2 (linear in pixels)"},
+  headlines = {
+      "slope_n": common.headline(loglog_slope(ns, t_n), "~ 1 +- 0.1", clock="fit",
+                                 note="log-log slope of wall time vs N"),
+      "slope_size": common.headline(loglog_slope(sizes, t_size), "~ 2 +- 0.2", clock="fit",
+                                    note="log-log slope of wall time vs image side"),
   }
-  common.print_table([
-      (f"slope_n (log t vs log N, {n_size}px)", f"{result['slope_n']:.3f}", "≈ 1"),
-      (f"slope_size (log t vs log side, N={fixed_n})", f"{result['slope_size']:.3f}", "≈ 2"),
-      ("seconds per mask (linear fit in N)", f"{per_mask * 1e3:.3f} ms", ""),
-      ("fixed seconds (intercept)", f"{fixed:.3f}", ""),
-      *[(f"seconds N={n} ({n_size}px)", f"{t:.3f}", "") for n, t in zip(ns, t_n)],
-      *[(f"seconds {s}px (N={fixed_n})", f"{t:.3f}", "") for s, t in zip(sizes, t_size)],
+  details = {
+      "model": (f"Flax ResNet-18 at width {WIDTH} (torchvision layout, 1/4 of the channels), "
+                "1000 classes, random init, softmax scores"),
+      "method": "rise_jax.rise, all 1000 class maps, grid 7, p1 0.5",
+      "batch_size": b, "clock": common.clock_note(args.repeats),
+      "n_scaling": {"input_size": n_size, "num_masks": list(ns), "seconds": t_n},
+      "size_scaling": {"num_masks": fixed_n, "input_size": list(sizes), "seconds": t_size},
+      "seconds_per_mask": per_mask, "fixed_seconds": fixed,
+      "ms_per_mask_per_point": {f"N={n},size={s}": 1e3 * times[(n, s)] / n for n, s in points},
+      "slope_n_cpu_time": loglog_slope(ns, [cpu[(n, n_size)] for n in ns]),
+      "slope_size_cpu_time": loglog_slope(sizes, [cpu[(fixed_n, s)] for s in sizes]),
+  }
+  common.print_headlines(headlines, [
+      ("seconds per mask (linear fit in N)", f"{per_mask * 1e3:.3f} ms"),
+      ("fixed seconds (intercept)", f"{fixed:.3f}"),
+      *[(f"seconds N={n} ({n_size}px)", f"{x:.3f}") for n, x in zip(ns, t_n)],
+      *[(f"seconds {s}px (N={fixed_n})", f"{x:.3f}") for s, x in zip(sizes, t_size)],
   ])
-  print(f"wrote {common.write_json('scaling', result, args.out)}")
+  print(f"wrote {common.write_result('scaling', meta, headlines, details, t, args.out)}")
 
 
 if __name__ == "__main__":
