@@ -49,14 +49,11 @@ def test_select_pairs_all_and_first():
     scoring.select_pairs(labels, "top1")
 
 
-def test_pixel_level_class_mean_and_paired_difference_by_hand():
+def test_pixel_level_and_class_mean_by_hand():
   np.testing.assert_allclose(scoring.pixel_level([0.5, 0.2, 1.0], [10, 0, 4]), [0.05, 0.0, 0.25])
   # class 0: (1 + 0) / 2; classes 1 and 2: 1 -> (0.5 + 1 + 1) / 3
   assert scoring.class_mean([1, 0, 1, 1], [0, 0, 1, 2]) == pytest.approx(2.5 / 3)
   assert math.isnan(scoring.class_mean([], []))
-  d = ie.paired_difference([1.0, 2.0, 3.0], [0.0, 2.0, 1.0])  # d = 1, 0, 2; std 1
-  assert d == pytest.approx({"mean": 1.0, "se": 1 / math.sqrt(3), "wins": 2 / 3})
-  assert ie.paired_difference([1.0], [0.5]) == {"mean": 0.5, "se": 0.0, "wins": 1.0}
   with pytest.raises(ValueError, match="same shape"):
     scoring.pixel_level([1.0], [1, 2])
 
