@@ -259,11 +259,75 @@ def _window_starts(cfg: _Config, j, window, stride):
   return y0, x0, ny, nx
 
 
+def _estimate(model_fn, cfg: _Config, mesh, image, sub, class_id, base, region, window,
+              stride):
+  """Raw ``S_k`` float32[H, W] from the windows of ``(window, stride)`` in ``region``, the
+  windows used, and the first bad (position, window id)."""
+  h, w = cfg.size
+  n_max = cfg.max_windows
+  code_region = cfg.region == "code"
+  j = jnp.arange(n_max, dtype=jnp.int32)
+  y0, x0, ny, nx = _window_starts(cfg, j, window, stride)
+  ya, yb = jnp.clip(y0, 0, h), jnp.clip(y0 + window, 0, h)
+  xa, xb = jnp.clip(x0, 0, w), jnp.clip(x0 + window, 0, w)
+  integral = jnp.pad(jnp.cumsum(jnp.cumsum(region.astype(jnp.int32), 0), 1), ((1, 0), (1, 0)))
+  hits = integral[yb, xb] - integral[ya, xb] - integral[yb, xa] + integral[ya, xa]
+  if code_region:  # the authors' find_intersection: the region has a pixel outside window j
+    hits = jnp.sum(region, dtype=jnp.int32) - hits
+  hit = (j < ny * nx) & (hits > 0)
+  order = jnp.nonzero(hit, size=n_max, fill_value=0)[0].astype(jnp.int32)
+  count = jnp.sum(hit, dtype=jnp.int32)
+  region_f = region.astype(jnp.float32)
+  ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+
+  def step(carry, idx, valid):
+    acc, msum, bad = carry
+    win = order[jnp.minimum(idx, n_max - 1)]
+    top, left = y0[win][:, None, None], x0[win][:, None, None]
+    m = ((ys >= top) & (ys < top + window) & (xs >= left) & (xs < left + window)
+         ).astype(jnp.float32)
+    m = 1.0 - m if code_region else m * region_f
+    out = model_fn(substrates.perturb(image, m, sub))
+    scores = jnp.take(out, class_id, axis=1).astype(jnp.float32)
+    bad = engine.first_bad(bad, scores, idx, valid)
+    flat = m.reshape(m.shape[0], h * w)
+    acc = acc + jnp.dot(jnp.where(valid, scores - base, 0.0), flat, precision=_HIGHEST)
+    msum = msum + jnp.dot(valid.astype(jnp.float32), flat, precision=_HIGHEST)
+    return acc, msum, bad
+
+  init = (jnp.zeros((h * w,), jnp.float32), jnp.zeros((h * w,), jnp.float32),
+          jnp.asarray(-1, jnp.int32))
+  acc, msum, bad = engine.stream(step, init, 0, count, cfg.batch_size, mesh)
+  if code_region:  # BlackBoxScore: sum_i f(x_i) M_i / N over the whole image
+    raw = (acc / jnp.maximum(count, 1).astype(jnp.float32)).reshape(h, w)
+  else:
+    raw = jnp.where(msum > 0, acc / jnp.where(msum > 0, msum, 1.0), 0.0).reshape(h, w)
+  return raw, count, bad, order[jnp.maximum(bad, 0)]
+
+
+def _adjust(cfg: _Config, attn, mats, sn):
+  """``S'`` (eq. 7): ``beta * Sn`` mixed with the attention-spread ``A Sn``, min-max normalised.
+
+  ``mats`` = ``(down_h, down_w, up_h, up_w)`` resize matrices between the image and the
+  features' ``fh x fw`` grid.
+  """
+  down_h, down_w, up_h, up_w = mats
+  fh, fw = down_h.shape[0], down_w.shape[0]
+  mix = cfg.beta - 1.0 if cfg.mix == "paper" else 1.0 - cfg.beta
+  small = jnp.dot(jnp.dot(down_h, sn, precision=_HIGHEST), down_w.T, precision=_HIGHEST)
+  spread = jnp.dot(attn, small.reshape(-1), precision=_HIGHEST).reshape(fh, fw)
+  spread = jnp.dot(jnp.dot(up_h, spread, precision=_HIGHEST), up_w.T, precision=_HIGHEST)
+  a, b = cfg.beta * sn, mix * spread
+  # Flatness relative to the two terms, not to their difference: with mix="paper" a flat
+  # Sn gives S' = beta * Sn - (1 - beta) * A Sn ~ 0 up to rounding noise.
+  scale = jnp.max(jnp.abs(a)) + jnp.max(jnp.abs(b))
+  return _minmax(a + b, scale)
+
+
 def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_array):
   """IASSA for one image float32[H, W, C]; see :func:`iassa`."""
   h, w = cfg.size
   num_iters = len(cfg.schedule)
-  n_max = cfg.max_windows
   sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
 
   feats = feature_fn(image[None])
@@ -275,7 +339,6 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
     up_h, up_w = masks_lib.resize_matrix(fh, h), masks_lib.resize_matrix(fw, w)
   sched = jnp.asarray(np.asarray(cfg.schedule, np.int32))
   record = jnp.asarray(np.asarray(cfg.record, np.int32).reshape(-1))
-  mix = cfg.beta - 1.0 if cfg.mix == "paper" else 1.0 - cfg.beta
   code_region = cfg.region == "code"
   if code_region:  # raw scores, as the authors' code
     base, base_ok = jnp.float32(0.0), jnp.asarray(True)
@@ -285,64 +348,15 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
     base_ok = jnp.isfinite(base)
     base = jnp.where(base_ok, base, 0.0)
 
-  def estimate(region, window, stride):
-    """Raw S_k, windows used, first bad (position, window id)."""
-    j = jnp.arange(n_max, dtype=jnp.int32)
-    y0, x0, ny, nx = _window_starts(cfg, j, window, stride)
-    ya, yb = jnp.clip(y0, 0, h), jnp.clip(y0 + window, 0, h)
-    xa, xb = jnp.clip(x0, 0, w), jnp.clip(x0 + window, 0, w)
-    integral = jnp.pad(jnp.cumsum(jnp.cumsum(region.astype(jnp.int32), 0), 1), ((1, 0), (1, 0)))
-    hits = integral[yb, xb] - integral[ya, xb] - integral[yb, xa] + integral[ya, xa]
-    if code_region:  # the authors' find_intersection: the region has a pixel outside window j
-      hits = jnp.sum(region, dtype=jnp.int32) - hits
-    hit = (j < ny * nx) & (hits > 0)
-    order = jnp.nonzero(hit, size=n_max, fill_value=0)[0].astype(jnp.int32)
-    count = jnp.sum(hit, dtype=jnp.int32)
-    region_f = region.astype(jnp.float32)
-    ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
-
-    def step(carry, idx, valid):
-      acc, msum, bad = carry
-      win = order[jnp.minimum(idx, n_max - 1)]
-      top, left = y0[win][:, None, None], x0[win][:, None, None]
-      m = ((ys >= top) & (ys < top + window) & (xs >= left) & (xs < left + window)
-           ).astype(jnp.float32)
-      m = 1.0 - m if code_region else m * region_f
-      out = model_fn(substrates.perturb(image, m, sub))
-      scores = jnp.take(out, class_id, axis=1).astype(jnp.float32)
-      bad = engine.first_bad(bad, scores, idx, valid)
-      flat = m.reshape(m.shape[0], h * w)
-      acc = acc + jnp.dot(jnp.where(valid, scores - base, 0.0), flat, precision=_HIGHEST)
-      msum = msum + jnp.dot(valid.astype(jnp.float32), flat, precision=_HIGHEST)
-      return acc, msum, bad
-
-    init = (jnp.zeros((h * w,), jnp.float32), jnp.zeros((h * w,), jnp.float32),
-            jnp.asarray(-1, jnp.int32))
-    acc, msum, bad = engine.stream(step, init, 0, count, cfg.batch_size, mesh)
-    if code_region:  # BlackBoxScore: sum_i f(x_i) M_i / N over the whole image
-      raw = (acc / jnp.maximum(count, 1).astype(jnp.float32)).reshape(h, w)
-    else:
-      raw = jnp.where(msum > 0, acc / jnp.where(msum > 0, msum, 1.0), 0.0).reshape(h, w)
-    return raw, count, bad, order[jnp.maximum(bad, 0)]
-
-  def adjust(sn):
-    small = jnp.dot(jnp.dot(down_h, sn, precision=_HIGHEST), down_w.T, precision=_HIGHEST)
-    spread = jnp.dot(attn, small.reshape(-1), precision=_HIGHEST).reshape(fh, fw)
-    spread = jnp.dot(jnp.dot(up_h, spread, precision=_HIGHEST), up_w.T, precision=_HIGHEST)
-    a, b = cfg.beta * sn, mix * spread
-    # Flatness relative to the two terms, not to their difference: with mix="paper" a flat
-    # Sn gives S' = beta * Sn - (1 - beta) * A Sn ~ 0 up to rounding noise.
-    scale = jnp.max(jnp.abs(a)) + jnp.max(jnp.abs(b))
-    return _minmax(a + b, scale)
-
   def cond(state):
     return ~state["done"]
 
   def body(state):
     k = state["k"]
-    raw, count, bad_pos, bad_win = estimate(state["region"], sched[k, 0], sched[k, 1])
+    raw, count, bad_pos, bad_win = _estimate(model_fn, cfg, mesh, image, sub, class_id, base,
+                                             state["region"], sched[k, 0], sched[k, 1])
     sn = _minmax(raw)
-    sp = adjust(sn)
+    sp = _adjust(cfg, attn, (down_h, down_w, up_h, up_w), sn)
     delta = jnp.mean(jnp.abs(sn - state["sn"]))
     bad = bad_pos >= 0
     done = (k >= num_iters - 1) | bad | ~feats_ok | ~base_ok
