@@ -418,7 +418,12 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   _check_features(feat_shapes)
 
   if class_id is None:
-    ids = np.asarray(jnp.argmax(model_fn(batch), axis=1), np.int32)
+    base = np.asarray(engine.call_in_batches(model_fn, batch, dev_batch))
+    if not np.all(np.isfinite(base)):
+      raise engine.black_box_failure(
+          model_fn, f"for image {int(np.flatnonzero(~np.isfinite(base).all(axis=1))[0])} on "
+          "the unmasked image (whose scores pick class_id=None's top-1 class)")
+    ids = np.argmax(base, axis=1).astype(np.int32)
   else:
     ids = np.asarray(class_id)
     if ids.ndim == 0:
