@@ -157,9 +157,10 @@ def input_size(value) -> tuple[int, int]:
   if isinstance(value, numbers.Integral) and not isinstance(value, bool):
     value = (value, value)
   if (not isinstance(value, Sequence) or len(value) != 2
-      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-                 for v in value)):
-    raise ValueError(f"input_size must be an int or a pair (H, W) of ints >= 1, got {value!r}")
+      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                 and 1 <= v <= INT32_MAX for v in value)):
+    raise ValueError(f"input_size must be an int or a pair (H, W) of ints >= 1 (at most "
+                     f"{INT32_MAX}), got {value!r}")
   return int(value[0]), int(value[1])
 
 

@@ -66,7 +66,7 @@ def _check_tokens(tokens, vocab_size: int | None) -> jax.Array:
   if lo < 0 or (vocab_size is not None and hi >= vocab_size):
     allowed = f"[0, {vocab_size - 1}]" if vocab_size is not None else "ids >= 0"
     bad = [int(t) for t in arr if t < 0 or (vocab_size is not None and t >= vocab_size)]
-    raise ValueError(f"token ids must be in the vocabulary {allowed}, got out-of-range ids "
+    raise ValueError(f"tokens must be ids in the vocabulary {allowed}, got out-of-range ids "
                      f"{bad[:5]} at positions "
                      f"{[int(i) for i in np.flatnonzero(np.isin(arr, bad))][:5]}")
   return jnp.asarray(arr, jnp.int32)

@@ -92,6 +92,8 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
   if window > min(h, w):
     raise ValueError(f"window must be in [1, {min(h, w)}] for a {h}x{w} image, got {window}")
   batch_size = _checks.positive_int(batch_size, "batch_size")
+  ny, nx = masks_lib.window_count_2d((h, w), window, stride)
+  batch_size = min(batch_size, ny * nx)  # capped at the windows: more would only be padding
   sub = substrates.check(substrate, (h, w, c))
   mesh = engine.batch_mesh() if mesh is None else mesh
   dev_batch = engine.device_batch_size(batch_size, mesh)
