@@ -183,8 +183,7 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
     ValueError: Empty or non-1-D ``tokens``, ids outside ``[0, vocab_size)``, an image that is
       not ``[H, W, C]``, a ``caption_model_fn`` that does not return ``[b, T]``, or returns
       values outside ``[0, 1]`` on the unmasked or any masked image (log-probabilities or
-      logits), or any
-      invalid RISE argument (message names it).
+      logits), or any invalid RISE argument (message names it).
     TypeError: Non-integer tokens, or a ``caption_model_fn`` that is not a traceable callable.
     FloatingPointError: ``caption_model_fn`` returned NaN/inf (on the unmasked image or for
       some mask batch).
