@@ -6,11 +6,14 @@ Every check raises with the argument's name, what is allowed and the value recei
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+INT32_MAX = 2**31 - 1
 
 
 def as_images(images, name: str = "images") -> tuple[jax.Array, bool]:
@@ -42,13 +45,90 @@ def as_images(images, name: str = "images") -> tuple[jax.Array, bool]:
     batch = batch[None]
   if batch.shape[0] < 1 or batch.shape[1] < 1 or batch.shape[2] < 1:
     raise ValueError(f"{name} must be non-empty, got shape {tuple(images.shape)}")
+  finite(images, name)
   return batch, single
 
 
-def positive_int(value, name: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def finite(array, name: str) -> None:
+  """Raises ValueError naming ``name`` if the concrete ``array`` holds NaN or inf.
+
+  Traced values (inside a user's ``jit``) cannot be checked on the host and pass.
+  """
+  if isinstance(array, jax.core.Tracer):
+    return
+  ok = np.all(np.isfinite(array)) if isinstance(array, np.ndarray) else jnp.all(
+      jnp.isfinite(array))
+  if not bool(ok):
+    bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+    raise ValueError(f"{name} must be finite, got {bad} NaN or inf value(s) in an array of "
+                     f"shape {tuple(np.shape(array))}")
+
+
+def positive_int(value, name: str, upper: int = INT32_MAX) -> int:
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or not 1 <= value <= upper):
+    raise ValueError(f"{name} must be an integer >= 1 (at most {upper}), got {value!r}")
   return int(value)
+
+
+def positive_number(value, name: str, allow_none: bool = False) -> float | None:
+  """A finite real number > 0 (Python or NumPy scalar of any precision), or None if allowed."""
+  if value is None and allow_none:
+    return None
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not (np.isfinite(value) and value > 0)):
+    what = "None or a finite number > 0" if allow_none else "a finite number > 0"
+    raise ValueError(f"{name} must be {what}, got {value!r}")
+  return float(value)
+
+
+def mask_set(masks, name: str = "masks", size: tuple[int, int] | None = None) -> np.ndarray:
+  """Validates a saved RISE mask set: float[N, H, W], N >= 1, finite, values in [0, 1].
+
+  Args:
+    masks: The mask set (NumPy or JAX array).
+    name: Argument name for error messages (a file path for :func:`load_masks`).
+    size: Optional ``(H, W)`` the masks must have.
+
+  Returns:
+    float32[N, H, W] (a JAX array stays on its device).
+  """
+  if not hasattr(masks, "shape") or not hasattr(masks, "dtype"):
+    raise TypeError(f"{name} must be an array float[N, H, W], got {type(masks).__name__}")
+  want = "[N, H, W]" if size is None else f"[N, {size[0]}, {size[1]}] to match the images"
+  if masks.ndim != 3 or (size is not None and tuple(masks.shape[1:]) != tuple(size)):
+    raise ValueError(f"{name} must have shape {want}, got {tuple(masks.shape)}")
+  if min(masks.shape) < 1:
+    raise ValueError(f"{name} must hold at least one non-empty mask (N, H, W >= 1), got shape "
+                     f"{tuple(masks.shape)}")
+  if not jnp.issubdtype(masks.dtype, jnp.floating):
+    raise ValueError(f"{name} must be floating point with values in [0, 1], got dtype "
+                     f"{masks.dtype} (for 0/255 masks use masks / 255.0)")
+  xp = np if isinstance(masks, np.ndarray) else jnp
+  finite(masks, name)
+  lo, hi = float(xp.min(masks)), float(xp.max(masks))
+  if lo < 0.0 or hi > 1.0:
+    raise ValueError(f"{name} must have values in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+  return masks.astype(np.float32)
+
+
+def contained_path(folder: str, name, what: str) -> str:
+  """Absolute ``folder/name`` if it stays inside ``folder`` (lexically: symlinks inside the
+  folder are followed when read, as datasets often use them), else ValueError naming ``what``.
+
+  Args:
+    folder: The data folder.
+    name: A relative file name read from a data file (label file, annotation JSON, split).
+    what: Where ``name`` came from, for the message.
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"{what}: a file name must be a non-empty string, got {name!r}")
+  root = os.path.abspath(folder)
+  path = os.path.abspath(os.path.join(root, name))
+  if os.path.commonpath([root, path]) != root:
+    raise ValueError(f"{what}: file name {name!r} must lie inside the folder {root} (no '..' "
+                     "or absolute path leading out of it)")
+  return path
 
 
 def open_unit(value, name: str) -> float:
@@ -77,9 +157,10 @@ def input_size(value) -> tuple[int, int]:
   if isinstance(value, numbers.Integral) and not isinstance(value, bool):
     value = (value, value)
   if (not isinstance(value, Sequence) or len(value) != 2
-      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
-                 for v in value)):
-    raise ValueError(f"input_size must be an int or a pair (H, W) of ints >= 1, got {value!r}")
+      or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                 and 1 <= v <= INT32_MAX for v in value)):
+    raise ValueError(f"input_size must be an int or a pair (H, W) of ints >= 1 (at most "
+                     f"{INT32_MAX}), got {value!r}")
   return int(value[0]), int(value[1])
 
 
@@ -92,6 +173,8 @@ def choice(value, name: str, allowed: Sequence[str]) -> str:
 def as_key(key) -> jax.Array:
   """Accepts a typed or raw PRNG key, or an int seed."""
   if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+    if not -2**63 <= key < 2**63:
+      raise ValueError(f"key as an int seed must be in [-2**63, 2**63 - 1], got {key}")
     return jax.random.key(int(key))
   if isinstance(key, jax.Array | np.ndarray):
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rise_jax import _checks
+from rise_jax import _checks, engine, masks as masks_lib, substrates
 from rise_jax.rise import _Config, _prepare, _raise_if_bad, _rise_one  # private, reused as is
 
 # Probabilities may overshoot [0, 1] by float rounding (e.g. a softmax in float32).
@@ -66,7 +66,7 @@ def _check_tokens(tokens, vocab_size: int | None) -> jax.Array:
   if lo < 0 or (vocab_size is not None and hi >= vocab_size):
     allowed = f"[0, {vocab_size - 1}]" if vocab_size is not None else "ids >= 0"
     bad = [int(t) for t in arr if t < 0 or (vocab_size is not None and t >= vocab_size)]
-    raise ValueError(f"token ids must be in the vocabulary {allowed}, got out-of-range ids "
+    raise ValueError(f"tokens must be ids in the vocabulary {allowed}, got out-of-range ids "
                      f"{bad[:5]} at positions "
                      f"{[int(i) for i in np.flatnonzero(np.isin(arr, bad))][:5]}")
   return jnp.asarray(arr, jnp.int32)
@@ -106,10 +106,37 @@ def _check_output(caption_model_fn, tokens: jax.Array, image_shape) -> None:
 
 @functools.partial(jax.jit, static_argnames=("caption_model_fn", "cfg", "mesh"))
 def _caption_one(caption_model_fn, cfg, mesh, image, tokens, key, mask_array, sub_array):
-  model_fn = lambda x: caption_model_fn(x, tokens)
+  def model_fn(x):
+    # Values outside [0, 1] (log-probabilities, logits) become NaN, so the engine's check
+    # stops the run naming the mask batch; caption_rise then says which it was.
+    p = caption_model_fn(x, tokens)
+    return jnp.where((p >= -_PROB_SLACK) & (p <= 1 + _PROB_SLACK), p, jnp.nan)
+
   maps, used, bad, _ = _rise_one(model_fn, cfg, mesh, image, key, mask_array, sub_array,
                                  jnp.zeros((0,), jnp.int32))
   return maps, used, bad
+
+
+def _raise_if_out_of_range(caption_model_fn, cfg, image, tokens, key, mask_array, sub_array,
+                           bad) -> None:
+  """Re-scores the first failing mask batch on the host: values outside [0, 1] are a
+  ValueError naming caption_model_fn (NaN/inf are left to ``_raise_if_bad``)."""
+  first = int(np.asarray(bad).reshape(-1)[0])
+  if first < 0:
+    return
+  idx = jnp.arange(first, first + 1, dtype=jnp.int32)
+  if cfg.use_mask_array:
+    m = mask_array[idx]
+  else:
+    m = masks_lib.mask_fn(key, cfg.size, cfg.grid, cfg.p1)(idx)
+  sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+  x = jnp.broadcast_to(substrates.perturb(image, m, sub), (cfg.batch_size, *image.shape))
+  p = np.asarray(caption_model_fn(x, tokens), np.float32)[0]
+  if np.all(np.isfinite(p)):
+    raise ValueError(
+        "caption_model_fn must return word probabilities in [0, 1] (RISE eq. 7) on every "
+        f"masked image, got values in [{p.min():.4g}, {p.max():.4g}] for mask {first}; for a "
+        "model returning log-probabilities pass lambda x, t: jnp.exp(log_p(x, t))")
 
 
 def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], image,
@@ -155,8 +182,8 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
   Raises:
     ValueError: Empty or non-1-D ``tokens``, ids outside ``[0, vocab_size)``, an image that is
       not ``[H, W, C]``, a ``caption_model_fn`` that does not return ``[b, T]``, or returns
-      values outside ``[0, 1]`` on the unmasked image (log-probabilities or logits), or any
-      invalid RISE argument (message names it).
+      values outside ``[0, 1]`` on the unmasked or any masked image (log-probabilities or
+      logits), or any invalid RISE argument (message names it).
     TypeError: Non-integer tokens, or a ``caption_model_fn`` that is not a traceable callable.
     FloatingPointError: ``caption_model_fn`` returned NaN/inf (on the unmasked image or for
       some mask batch).
@@ -170,9 +197,7 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
   tokens = _check_tokens(tokens, _vocab_size(caption_model_fn, vocab_size))
   num_tokens = int(tokens.shape[0])
   check_every = _checks.positive_int(check_every, "check_every")
-  if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
-                          or not tol > 0):
-    raise ValueError(f"tol must be None or a number > 0, got {tol!r}")
+  tol = _checks.positive_number(tol, "tol", allow_none=True)
   batch, _ = _checks.as_images(image, "image")
   _check_output(caption_model_fn, tokens, batch.shape[1:])
   # rise's validation of the image, key, masks, substrate, ...; its abstract black-box check
@@ -181,7 +206,8 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
                   grid_size=grid_size, p1=p1, batch_size=batch_size, substrate=substrate,
                   normalize=normalize, masks=masks, out_rank=2, mesh=mesh)
   x = prep["batch"][0]
-  probs = np.asarray(caption_model_fn(x[None], tokens), np.float32)
+  probs = np.asarray(engine.call_in_batches(lambda b: caption_model_fn(b, tokens), x[None],
+                                            prep["dev_batch"]), np.float32)
   if probs.shape != (1, num_tokens):
     raise ValueError(f"caption_model_fn must return float32[1, {num_tokens}] for one image, "
                      f"got shape {list(probs.shape)}")
@@ -201,6 +227,8 @@ def caption_rise(caption_model_fn: Callable[[jax.Array, jax.Array], jax.Array], 
                 use_mask_array=prep["use_mask_array"])
   maps, used, bad = _caption_one(caption_model_fn, cfg, prep["mesh"], x, tokens, prep["key"],
                                  prep["mask_array"], prep["sub_array"])
+  _raise_if_out_of_range(caption_model_fn, cfg, x, tokens, prep["key"], prep["mask_array"],
+                         prep["sub_array"], bad)
   _raise_if_bad(bad, cfg.batch_size, caption_model_fn, what="caption_model_fn")
   if not return_info:
     return maps

@@ -154,6 +154,32 @@ def stream(step: Callable[[Any, jax.Array, jax.Array], Any], carry: Any, start, 
   return carry
 
 
+def call_in_batches(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array,
+                    batch_size: int) -> jax.Array:
+  """``model_fn(images)`` in calls of exactly ``batch_size`` images, eagerly or traced.
+
+  The black boxes' documented contract is that every call gets ``batch_size`` images (a model
+  exported or compiled for one batch size works); the few calls on unperturbed images (top-k
+  selection, default regions) go through here, the last batch padded with copies of the last
+  image.
+
+  Args:
+    model_fn: Black box ``float32[batch_size, ...] -> scores[batch_size, ...]``.
+    images: float32[n, H, W, C], ``n >= 1`` (static).
+    batch_size: The static batch size of every call.
+
+  Returns:
+    scores[n, ...].
+  """
+  n = images.shape[0]
+  total = int(math.ceil(n / batch_size) * batch_size)
+  if total > n:
+    images = jnp.concatenate(
+        [images, jnp.broadcast_to(images[-1:], (total - n, *images.shape[1:]))])
+  outs = [model_fn(images[i:i + batch_size]) for i in range(0, total, batch_size)]
+  return jnp.concatenate(outs)[:n] if len(outs) > 1 else outs[0][:n]
+
+
 def first_bad(bad: jax.Array, scores: jax.Array, indices: jax.Array,
               valid: jax.Array) -> jax.Array:
   """Tracks the smallest index whose scores are not finite.

@@ -55,6 +55,7 @@ from rise_jax import _checks, engine, masks as masks_lib, substrates
 
 MIX = ("paper", "code")
 REGION = ("paper", "code")
+MAX_ITERS = 100_000
 ATTENTION_SCALE = ("sqrt", None)
 DEFAULT_RECORD = (5, 10, 15, 20, 25)
 _FLAT_RTOL = 1e-5
@@ -453,8 +454,11 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   stride_step = _number(stride_step, "stride_step", 0.0, math.inf, False, True)
   beta = _number(beta, "beta", 0.0, 1.0, False, False)
   threshold = _number(threshold, "threshold", 0.0, 1.0, True, True)
-  if isinstance(max_iters, bool) or not isinstance(max_iters, numbers.Integral) or max_iters < 0:
-    raise ValueError(f"max_iters must be an integer >= 0, got {max_iters!r}")
+  if (isinstance(max_iters, bool) or not isinstance(max_iters, numbers.Integral)
+      or not 0 <= max_iters <= MAX_ITERS):
+    # The schedule is a static tuple of max_iters + 1 entries: 2**40 would hang the host.
+    raise ValueError(f"max_iters must be an integer >= 0 (at most {MAX_ITERS}), got "
+                     f"{max_iters!r}")
   max_iters = int(max_iters)
   if tol is not None:
     tol = _number(tol, "tol", 0.0, math.inf, True, True)
@@ -484,7 +488,12 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   _check_features(feat_shapes)
 
   if class_id is None:
-    ids = np.asarray(jnp.argmax(model_fn(batch), axis=1), np.int32)
+    base = np.asarray(engine.call_in_batches(model_fn, batch, dev_batch))
+    if not np.all(np.isfinite(base)):
+      raise engine.black_box_failure(
+          model_fn, f"for image {int(np.flatnonzero(~np.isfinite(base).all(axis=1))[0])} on "
+          "the unmasked image (whose scores pick class_id=None's top-1 class)")
+    ids = np.argmax(base, axis=1).astype(np.int32)
   else:
     ids = np.asarray(class_id)
     if ids.ndim == 0:
@@ -503,6 +512,8 @@ def iassa_batch(model_fn: Callable[[jax.Array], jax.Array],
   schedule = window_schedule(window, stride, window_step, stride_step, max_iters)
   count_2d = _code_window_count if region == "code" else masks_lib.window_count_2d
   max_windows = max(int(np.prod(count_2d((h, w), ws, ss))) for ws, ss in schedule)
+  if dev_batch > max_windows:  # capped: larger batches would only be padding
+    dev_batch = engine.device_batch_size(max_windows, mesh)
   cfg = _Config(size=(h, w), schedule=schedule, max_windows=max_windows, beta=beta,
                 threshold=threshold, tol=tol, mix=mix, region=region, scale=attention_scale,
                 record=tuple(int(r) for r in record), batch_size=dev_batch,
@@ -547,7 +558,8 @@ def iassa(model_fn: Callable[[jax.Array], jax.Array],
     stride_step: Decrease of the stride per iteration, >= 0 (paper: 0.2).
     beta: Weight of the saliency map against the attention, in [0, 1] (paper: 0.5).
     threshold: HAR threshold on the normalised adjusted map, in (0, 1) (paper: 0.3).
-    max_iters: Last iteration ``K >= 0`` (paper: 25); iteration 0 is the initial pass.
+    max_iters: Last iteration ``K`` in ``[0, 100000]`` (paper: 25); iteration 0 is the initial
+      pass.
     tol: Optional convergence threshold (> 0): stop after iteration ``k >= 1`` when
       ``mean |Sn_k - Sn_{k-1}| < tol`` on the normalised estimates.
     mix: ``"paper"`` (``beta * S + (beta - 1) * A S``, eq. 6) or ``"code"`` (the authors'

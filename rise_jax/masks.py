@@ -126,7 +126,8 @@ def generate_masks(key, num_masks: int, input_size, grid_size=7, p1: float = 0.5
     input_size: ``H`` or ``(H, W)``.
     grid_size: ``s`` or ``(s_h, s_w)``, each in ``[1, H]`` resp. ``[1, W]`` (paper: 7).
     p1: Probability that a grid cell is kept, in (0, 1) (paper: 0.5).
-    savepath: Optional ``.npy`` path to save the masks to (as the original tools do).
+    savepath: Optional path to save the masks to in ``.npy`` format (as the original tools
+      do), written at exactly this name (see :func:`save_masks`).
 
   Returns:
     float32[N, H, W] masks with values in [0, 1].
@@ -145,24 +146,45 @@ def generate_masks(key, num_masks: int, input_size, grid_size=7, p1: float = 0.5
 
 
 def save_masks(path: str | os.PathLike, masks) -> None:
-  """Saves float32[N, H, W] masks to a ``.npy`` file."""
-  masks = np.asarray(masks)
-  if masks.ndim != 3:
-    raise ValueError(f"masks must have shape [N, H, W], got {masks.shape}")
-  np.save(path, masks.astype(np.float32))
+  """Saves masks float[N, H, W] (``N >= 1``, finite, values in [0, 1]) as float32 ``.npy``.
+
+  The file is written at exactly ``path`` (NumPy's ``np.save`` would append ``.npy`` to a
+  name without that suffix, and :func:`load_masks` of the name given would then fail).
+  """
+  if not isinstance(path, str | os.PathLike):
+    raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+  masks = _checks.mask_set(np.asarray(masks), "masks")
+  with open(path, "wb") as f:
+    np.save(f, masks)
 
 
 def load_masks(path: str | os.PathLike) -> np.ndarray:
   """Loads masks saved by :func:`save_masks` (or any ``.npy`` of shape [N, H, W] or
-  [N, 1, H, W] / [N, H, W, 1], as the original RISE code writes)."""
-  masks = np.load(path)
+  [N, 1, H, W] / [N, H, W, 1], as the original RISE code writes).
+
+  Raises:
+    FileNotFoundError: No file at ``path``.
+    ValueError: A file that is not a ``.npy`` array (e.g. ``.npz`` or text), or masks that are
+      not float[N, H, W] with ``N >= 1``, finite values in [0, 1].
+  """
+  if not isinstance(path, str | os.PathLike):
+    raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
+  try:
+    masks = np.load(path, allow_pickle=False)
+  except (FileNotFoundError, IsADirectoryError):
+    raise
+  except Exception as e:  # noqa: BLE001 - re-raised naming the file
+    raise ValueError(f"path {os.fspath(path)!r} must be a .npy file of masks [N, H, W] (as "
+                     f"written by save_masks), reading it failed with {type(e).__name__}: "
+                     f"{e}") from e
+  if not isinstance(masks, np.ndarray):
+    masks.close()
+    raise ValueError(f"path {os.fspath(path)!r} must be a .npy file of masks [N, H, W] (as "
+                     "written by save_masks), got an .npz archive; load it with np.load and "
+                     "pass the array as masks=")
   if masks.ndim == 4 and 1 in (masks.shape[1], masks.shape[3]):
     masks = masks.reshape(masks.shape[0], *[d for d in masks.shape[1:] if d != 1][:2])
-  if masks.ndim != 3:
-    raise ValueError(f"{path}: masks must have shape [N, H, W], got {masks.shape}")
-  if not np.issubdtype(masks.dtype, np.floating):
-    raise ValueError(f"{path}: masks must be floating point in [0, 1], got {masks.dtype}")
-  return masks.astype(np.float32)
+  return _checks.mask_set(masks, f"masks in {os.fspath(path)}")
 
 
 def window_mask_fn(input_size: tuple[int, int], window, stride,

@@ -23,6 +23,7 @@ from rise_jax import _checks, engine, masks as masks_lib, substrates
 NORMALIZE = ("expected", "empirical")
 MERGE = ("mean", "max")
 _HIGHEST = jax.lax.Precision.HIGHEST
+_BASE_NOT_FINITE = -2  # ``bad`` code: the scores of the unmasked image (top-k) are not finite
 
 
 class RiseInfo(NamedTuple):
@@ -88,10 +89,13 @@ def _rise_one(model_fn, cfg: _Config, mesh, image, key, mask_array, sub_array, a
   h, w = cfg.size
   sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
   make_masks = _mask_source(key, mask_array, cfg)
+  base_ok = jnp.asarray(True)
   if cfg.selection == "topk":
-    aux = jax.lax.top_k(model_fn(image[None])[0], cfg.topk)[1].astype(jnp.int32)
+    base = engine.call_in_batches(model_fn, image[None], cfg.batch_size)[0]
+    base_ok = jnp.all(jnp.isfinite(base))
+    aux = jax.lax.top_k(base, cfg.topk)[1].astype(jnp.int32)
   score_fn = _select(model_fn, cfg, aux)
-  num_k = jax.eval_shape(score_fn, jax.ShapeDtypeStruct((1, h, w, image.shape[-1]),
+  num_k = jax.eval_shape(score_fn, jax.ShapeDtypeStruct((cfg.batch_size, h, w, image.shape[-1]),
                                                         jnp.float32)).shape[1]
 
   def step(carry, idx, valid):
@@ -131,6 +135,7 @@ def _rise_one(model_fn, cfg: _Config, mesh, image, key, mask_array, sub_array, a
     used, (acc, msum, bad), _, _ = jax.lax.while_loop(cond, body, state)
   maps = _normalise(acc, msum, used, cfg).reshape(num_k, h, w)
   ids = aux if cfg.selection in ("ids", "topk") else jnp.arange(num_k, dtype=jnp.int32)
+  bad = jnp.where(base_ok, bad, _BASE_NOT_FINITE)
   return maps, used, bad, ids
 
 
@@ -144,6 +149,10 @@ def _rise_batch(model_fn, cfg, mesh, images, key, mask_array, sub_array, aux):
 def _raise_if_bad(bad, batch_size: int, model_fn, what: str = "model_fn"):
   bad = np.asarray(bad).reshape(-1)
   for b, first in enumerate(bad):
+    if first == _BASE_NOT_FINITE:
+      raise engine.black_box_failure(
+          model_fn, f"for image {b} on the unmasked image (whose scores pick the top-k "
+          "classes)", name=what)
     if first >= 0:
       j = int(first) // batch_size
       raise engine.black_box_failure(
@@ -163,19 +172,16 @@ def _prepare(model_fn, images, key, *, num_masks, grid_size, p1, batch_size, sub
   sub = substrates.check(substrate, batch.shape[1:])
   mask_array = jnp.zeros((1, 1, 1), jnp.float32)
   if masks is not None:
-    mask_array = jnp.asarray(masks)
-    if mask_array.ndim != 3 or tuple(mask_array.shape[1:]) != size:
-      raise ValueError(
-          f"masks must have shape [N, {size[0]}, {size[1]}] to match the images, got "
-          f"{tuple(mask_array.shape)}")
-    if not jnp.issubdtype(mask_array.dtype, jnp.floating):
-      raise ValueError(f"masks must be floating point in [0, 1], got {mask_array.dtype}")
-    mask_array = mask_array.astype(jnp.float32)
-    num_masks = int(mask_array.shape[0])
+    masks = masks if hasattr(masks, "shape") else np.asarray(masks)
+    mask_array = jnp.asarray(_checks.mask_set(masks, "masks", size))
+    num_masks = _checks.positive_int(int(mask_array.shape[0]), "masks.shape[0]")
     grid = (1, 1)
   else:
     num_masks = _checks.positive_int(num_masks, "num_masks")
     grid = _checks.grid_size(grid_size, size)
+  # Capped, not refused: more images per call than masks would only be padding (memory grows
+  # with batch_size, not with the work); results do not depend on the batch size.
+  batch_size = min(batch_size, num_masks)
   mesh = engine.batch_mesh() if mesh is None else mesh
   dev_batch = engine.device_batch_size(batch_size, mesh)
   out_shape = engine.check_black_box(
@@ -204,14 +210,16 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
 
   Args:
     model_fn: JAX-traceable black box ``float32[b, H, W, C_in] -> scores float32[b, C]``
-      (probabilities or logits, as you choose). Each call gets ``batch_size`` images (rounded
-      up to a multiple of the device count).
+      (probabilities or logits, as you choose). Each call gets exactly ``batch_size`` images
+      (capped at the number of masks, then rounded up to a multiple of the device count), so
+      a black box compiled or exported for one batch size works.
     images: float32[H, W, C_in] or float32[B, H, W, C_in], in the model's input space.
     key: PRNG key or int seed. Mask ``i`` is ``generate_masks(key, ...)[i]``.
     num_masks: ``N >= 1`` (paper: 4000 for VGG16, 8000 for ResNet50). Ignored with ``masks``.
     grid_size: ``s`` or ``(s_h, s_w)`` (paper: 7).
     p1: Probability of keeping a grid cell, in (0, 1) (paper: 0.5).
-    batch_size: Masked images per black-box call; memory is O(batch_size * H * W).
+    batch_size: Masked images per black-box call; memory is O(batch_size * H * W). Capped at
+      the number of masks (larger batches would only be padding).
     substrate: ``"zeros"`` (default), a float, ``"mean"``, ``"blur"``, ``"blur_normalized"`` or
       an array broadcastable to ``[H, W, C_in]`` (see :mod:`rise_jax.substrates`).
     normalize: ``"expected"`` divides by ``N * p1`` (paper); ``"empirical"`` by the per-pixel
@@ -219,8 +227,8 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
     classes: ``None`` for all ``C`` classes, a sequence of class ids, or an int ``k`` for the
       top-k classes predicted on the unmasked image.
     masks: Optional float32[N, H, W] saved mask set (e.g. from :func:`load_masks`) used instead
-      of key-generated masks. With ``normalize="expected"``, ``p1`` must be the probability
-      they were generated with.
+      of key-generated masks; ``N >= 1``, finite, values in [0, 1]. With
+      ``normalize="expected"``, ``p1`` must be the probability they were generated with.
     tol: Optional early stop: every ``check_every`` masks the map is compared with the
       previous checkpoint and the run stops when ``||S_t - S_{t-1}|| / ||S_t|| < tol``.
     check_every: Masks between two early-stopping checkpoints.
@@ -233,8 +241,10 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
     ids, or ``k``); with ``return_info``, ``(maps, RiseInfo)``.
 
   Raises:
-    ValueError, TypeError: For invalid arguments (message names the argument).
-    FloatingPointError: When the black box returns NaN/inf for some mask batch.
+    ValueError, TypeError: For invalid arguments (message names the argument), including
+      images or masks with NaN or inf values.
+    FloatingPointError: When the black box returns NaN/inf for some mask batch (or, with
+      ``classes=k``, on the unmasked image).
   """
   prep = _prepare(model_fn, images, key, num_masks=num_masks, grid_size=grid_size, p1=p1,
                   batch_size=batch_size, substrate=substrate, normalize=normalize, masks=masks,
@@ -242,9 +252,7 @@ def rise(model_fn: Callable[[jax.Array], jax.Array], images: jax.Array, key, *,
   num_classes = prep["out_shape"][1]
   sel = _checks.class_ids(classes, num_classes)
   check_every = _checks.positive_int(check_every, "check_every")
-  if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float)
-                          or not tol > 0):
-    raise ValueError(f"tol must be None or a number > 0, got {tol!r}")
+  tol = _checks.positive_number(tol, "tol", allow_none=True)
   if sel is None:
     selection, topk, aux = "all", 0, jnp.zeros((0,), jnp.int32)
   elif isinstance(sel, int):
@@ -294,7 +302,7 @@ def segmentation_rise(model_fn: Callable[[jax.Array], jax.Array], image: jax.Arr
     num_masks, grid_size, p1, batch_size, substrate, normalize, masks, mesh: As in
       :func:`rise`.
     pixel_chunk: Segment pixels reduced at once by ``merge="max"`` (memory
-      ``pixel_chunk * H * W``).
+      ``pixel_chunk * H * W``; capped at the number of segment pixels).
 
   Returns:
     float32[H, W] merged saliency map.
@@ -316,7 +324,7 @@ def segmentation_rise(model_fn: Callable[[jax.Array], jax.Array], image: jax.Arr
   target_class = int(target_class)
   x = prep["batch"][0]
   if region is None:
-    pred = jnp.argmax(model_fn(x[None])[0], axis=-1)
+    pred = jnp.argmax(engine.call_in_batches(model_fn, x[None], prep["dev_batch"])[0], axis=-1)
     region = np.asarray(pred == target_class)
     if not region.any():
       raise ValueError(
@@ -343,6 +351,7 @@ def segmentation_rise(model_fn: Callable[[jax.Array], jax.Array], image: jax.Arr
     _raise_if_bad(bad, cfg.batch_size, model_fn)
     return maps[0, 0]
   pixels = np.flatnonzero(region.reshape(-1)).astype(np.int32)
+  pixel_chunk = min(pixel_chunk, len(pixels))  # memory follows the segment, not the chunk
   num_p = int(math.ceil(len(pixels) / pixel_chunk) * pixel_chunk)
   padded = np.zeros(num_p, np.int32)
   padded[:len(pixels)] = pixels

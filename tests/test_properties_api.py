@@ -357,9 +357,12 @@ def test_pointing_game_valid_or_clear_error(data, broken, h, w, box):
          "box_flipped": np.asarray([[1, 1, 0, 2]]), "box_str": np.asarray([["0"] * 4])}[gt]
   tol_ok = (isinstance(tolerance, int | float | np.floating) and not isinstance(tolerance, bool)
             and tolerance >= 0)
-  # Boxes [1, 4] for a 1x4 map are ambiguous with a non-boolean mask: refused.
+  # Boxes [1, 4] for a 1x4 map are ambiguous with a non-boolean mask: refused. A box covering
+  # no pixel of the map (outside it, or of zero area) is refused too (issue 19: it was scored
+  # "no object" silently).
   gt_ok = gt in ("mask", "empty") or (gt == "boxes" and y1 >= y0 and x1 >= x0
-                                      and (h, w) != (1, 4))
+                                      and (h, w) != (1, 4)
+                                      and min(y1, h) > max(y0, 0) and min(x1, w) > max(x0, 0))
   valid = tol_ok and saliency in ("map", "ties", "bool") and gt_ok
   _note(valid, broken)
   if not valid:
@@ -493,14 +496,15 @@ _EXPLAIN_SHAPE = ("batch", "size", "channels", "rank")
 @_JIT
 @given(data=st.data(), broken=_broken(*_EXPLAIN_SHAPE, "dtype", "values"))
 def test_explain_valid_or_clear_error(data, broken):
-  """Random image shapes (empty, wrong rank, 1 or 4 channels), dtypes (strings, complex) and
+  """Random image shapes (empty, wrong rank, 1 or 4 channels), dtypes (strings, complex, and
+  since issue 19 integers and bools: unnormalised 0..255 photos saturated the masks) and
   NaN/inf pixels: a clear error naming ``images``, or masks float32[B, C, H, W] in [0, 1]."""
   batch = _draw(data, broken, "batch", st.sampled_from([1, 2]), st.just(0))
   size = _draw(data, broken, "size", st.sampled_from([4, 7]), st.just(0))
   channels = _draw(data, broken, "channels", st.just(3), st.sampled_from([1, 4]))
   rank = _draw(data, broken, "rank", st.just(4), st.sampled_from([3, 5]))
-  dtype = _draw(data, broken, "dtype", st.sampled_from(["float32", "float16", "int32", "bool"]),
-                st.sampled_from(["str", "complex64"]))
+  dtype = _draw(data, broken, "dtype", st.sampled_from(["float32", "float16"]),
+                st.sampled_from(["str", "complex64", "int32", "bool", "uint8"]))
   bad = _draw(data, broken, "values", st.none(), st.sampled_from([NAN, INF, -INF]))
   x = np.full((batch, size, size, channels), 0.25, np.float32)
   has_bad = bad is not None and x.size > 0 and dtype.startswith("float")
@@ -509,7 +513,7 @@ def test_explain_valid_or_clear_error(data, broken):
   x = x[None] if rank == 5 else (x.reshape(batch * size, size, channels) if rank == 3 else x)
   x = x.astype(dtype)
   valid = (rank == 4 and batch >= 1 and size >= 1 and channels == 3
-           and dtype not in ("str", "complex64") and not has_bad)
+           and dtype.startswith("float") and not has_bad)
   _note(valid, broken)
   if not valid:
     _raises_naming(None, ["images"],
@@ -759,3 +763,176 @@ def test_host_black_box_rejects_non_callables():
   for fn in (None, 3, np.zeros(3)):
     with pytest.raises(TypeError, match="fn must be a callable"):
       rise_jax.host_black_box(fn)
+
+
+# ----------------------------------------------------------------------------------------------
+# Every public function, every array argument corrupted, extreme integers (issue 19).
+
+_Q = 8  # one image size for the whole table: valid draws reuse the compiled loops
+_QIMG = IMAGE[:_Q, :_Q]
+_QSAL = SALIENCY[:_Q, :_Q]
+_QGT = GT[:_Q, :_Q]
+_QMASKS = UNIFORM[:4, 0, :_Q, :_Q].astype(np.float32)
+_QREGION = np.zeros((_Q, _Q), bool)
+_QREGION[2:5, 3:6] = True
+_QPROBS = np.asarray([[0.6, 0.3, 0.1]])
+
+
+def _caption_box(images, tokens):
+  """Word probabilities in (0, 1): sigmoid of the image mean shifted by the token id."""
+  m = images.mean(axis=(1, 2, 3))
+  return jax.nn.sigmoid(m[:, None] + tokens[None, :].astype(jnp.float32) / 4.0)
+
+
+def _unit(lo=0.0, hi=1.0):
+  """Checks a map: finite, within [lo, hi] (up to float rounding)."""
+  def check(out):
+    arr = np.asarray(out, np.float64)
+    assert np.isfinite(arr).all(), "non-finite output"
+    assert arr.min() >= lo - 1e-5 and arr.max() <= hi + 1e-5, (arr.min(), arr.max())
+  return check
+
+
+def _scores(out):
+  for key in ("acc", "iou", "mae", "f1"):
+    if key in out:
+      assert 0.0 <= out[key] <= 1.0, (key, out[key])
+  if "sal" in out:
+    assert np.isfinite(out["sal"])
+
+
+def _roundtrip(masks, tmp):
+  rise_jax.save_masks(tmp, masks)
+  return rise_jax.load_masks(tmp)
+
+
+# name -> (call(args) -> output, default array arguments, default int arguments, output check).
+# Probability black boxes with ``normalize="empirical"`` make every RISE-type map a weighted
+# average of probabilities, in [0, 1]; occlusion maps are probability drops, in [-1, 1].
+_API = {
+    "rise": (lambda a: rise_jax.rise(
+        _prob_box, a["images"], a["key"], num_masks=a["num_masks"], grid_size=2,
+        batch_size=a["batch_size"], classes=a["classes"], normalize="empirical"),
+        {"images": _QIMG}, {"key": 0, "num_masks": 6, "batch_size": 4, "classes": 1},
+        _unit()),
+    "rise_masks": (lambda a: rise_jax.rise(
+        _prob_box, a["images"], 0, masks=a["masks"], batch_size=a["batch_size"],
+        normalize="empirical"),
+        {"images": _QIMG, "masks": _QMASKS}, {"batch_size": 4}, _unit()),
+    "segmentation_rise": (lambda a: rise_jax.segmentation_rise(
+        _seg_box, a["image"], a["key"], target_class=a["target_class"], region=a["region"],
+        merge="max", num_masks=a["num_masks"], grid_size=2, batch_size=4,
+        pixel_chunk=a["pixel_chunk"], normalize="empirical"),
+        {"image": _QIMG, "region": _QREGION},
+        {"key": 0, "target_class": 0, "num_masks": 6, "pixel_chunk": 4}, _unit()),
+    "caption_rise": (lambda a: rise_jax.caption_rise(
+        _caption_box, a["image"], a["tokens"], 0, vocab_size=a["vocab_size"],
+        num_masks=a["num_masks"], grid_size=2, batch_size=4, normalize="empirical"),
+        {"image": _QIMG, "tokens": np.asarray([1, 3])}, {"vocab_size": 5, "num_masks": 6},
+        _unit()),
+    "iassa": (lambda a: rise_jax.iassa(
+        _prob_box, _features, a["image"], class_id=a["class_id"], window=a["window"],
+        stride=a["stride"], max_iters=a["max_iters"], batch_size=a["batch_size"]).saliency,
+        {"image": _QIMG}, {"class_id": 1, "window": 3, "stride": 2, "max_iters": 1,
+                           "batch_size": 8}, _unit()),
+    "occlusion": (lambda a: rise_jax.baselines.occlusion(
+        _prob_box, a["images"], window=a["window"], stride=a["stride"], classes=a["classes"],
+        batch_size=a["batch_size"]),
+        {"images": _QIMG}, {"window": 3, "stride": 2, "classes": 1, "batch_size": 8},
+        _unit(-1.0, 1.0)),
+    "deletion": (lambda a: causal.deletion(
+        _prob_box, a["images"], a["saliency"], a["class_ids"], step=a["step"],
+        batch_size=a["batch_size"])[1],
+        {"images": _QIMG, "saliency": _QSAL}, {"class_ids": 1, "step": 16, "batch_size": 8},
+        _unit()),
+    "insertion": (lambda a: causal.insertion(
+        _prob_box, a["images"], a["saliency"], a["class_ids"], step=a["step"], batch_size=8)[1],
+        {"images": _QIMG, "saliency": _QSAL}, {"class_ids": 0, "step": 16}, _unit()),
+    "generate_masks": (lambda a: rise_jax.generate_masks(
+        a["key"], a["num_masks"], a["input_size"], a["grid_size"]),
+        {}, {"key": 0, "num_masks": 3, "input_size": _Q, "grid_size": 2}, _unit()),
+    "save_masks": (lambda a: _roundtrip(a["masks"], a["tmp"]), {"masks": _QMASKS}, {},
+                   _unit()),
+    "pointing_game": (lambda a: pointing.pointing_game(a["saliency"], a["gt"]),
+                      {"saliency": _QSAL, "gt": _QGT}, {},
+                      lambda out: out in (-1, 0, 1)),
+    "segmentation_scores": (lambda a: segmentation.segmentation_scores(a["saliency"],
+                                                                       a["gt_mask"]),
+                            {"saliency": _QSAL, "gt_mask": _QGT}, {}, _scores),
+    "explainer_scores": (lambda a: explainer_metrics.explainer_scores(
+        a["mask"], a["gt_mask"], a["probs_on_masked"], a["present_classes"]),
+        {"mask": UNIFORM[:1, 0, :_Q, :_Q], "gt_mask": _QGT[None],
+         "probs_on_masked": _QPROBS, "present_classes": np.asarray([[1.0, 0.0, 1.0]])}, {},
+        _scores),
+    "explain": (lambda a: explainer_train.explain(_EXPLAINER, _EXPLAINER_VARS, a["images"]),
+                {"images": _QIMG[None]}, {}, _unit()),
+    "centre_gaussian": (lambda a: rise_jax.baselines.centre_gaussian(
+        a["images"], num_maps=a["num_maps"]), {"images": _QIMG}, {"num_maps": 2}, _unit()),
+    "random_map": (lambda a: rise_jax.baselines.random_map(
+        a["images"], a["key"], num_maps=a["num_maps"]),
+        {"images": _QIMG}, {"key": 0, "num_maps": 2}, _unit()),
+}
+
+# Array corruptions. NaN/inf and empty arrays must always be refused naming the argument; the
+# others (other dtypes, huge/tiny/negative values, wrong ranks and shapes) may also give a
+# valid result, which must then pass the function's output check.
+_MUST_FAIL = ("nan", "inf", "-inf", "empty")
+_CORRUPT = {
+    "nan": lambda x: _with_nan(x),
+    "inf": lambda x: _with_nan(x, INF),
+    "-inf": lambda x: _with_nan(x, -INF),
+    "empty": lambda x: np.asarray(x)[:0],
+    "int32": lambda x: np.asarray(x).astype(np.int32),
+    "bool": lambda x: np.asarray(x) > 0.5 if np.asarray(x).dtype != bool else np.asarray(x),
+    "uint8_255": lambda x: (np.asarray(x, np.float64) > 0.5).astype(np.uint8) * 255,
+    "float16": lambda x: np.asarray(x).astype(np.float16),
+    "huge": lambda x: np.asarray(x, np.float64) * 1e30,
+    "tiny": lambda x: np.asarray(x, np.float64) * 1e-30,
+    "negative": lambda x: -np.asarray(x, np.float64) - 0.5,
+    "rank+1": lambda x: np.asarray(x)[None],
+    "rank-1": lambda x: np.asarray(x)[0],
+    "shape": lambda x: np.asarray(x)[..., :-1],
+    "jax_float32": lambda x: jnp.asarray(np.asarray(x), jnp.float32),
+}
+_EXTREME_INTS = [0, -1, 2**31, 2**32 + 1, 2**63, -2**63 - 1, 2**70, -2**70, np.int64(2**40),
+                 np.uint64(2**64 - 1), True, 2.0, np.float32(3.0), None]
+
+
+def _cases():
+  out = []
+  for fn, (_, arrays, ints, _) in _API.items():
+    out += [(fn, arg, kind) for arg in arrays for kind in _CORRUPT]
+    out += [(fn, arg, i) for arg in ints for i in range(len(_EXTREME_INTS))]
+  return out
+
+
+_CASES = _cases()
+
+
+@settings(_JIT, max_examples=40)  # of ~820 cases; errors are cheap, valid draws compile once
+@given(case=st.sampled_from(_CASES))
+def test_every_public_function_valid_or_clear_error(case, tmp_path_factory):
+  """Issue 19: every public function, with one array argument corrupted (NaN, inf, empty,
+  other dtypes, huge or tiny values, wrong rank or shape) or one integer argument extreme
+  (int32 and int64 overflow, 0, -1, bool, float, None): a ValueError/TypeError naming that
+  argument, or a valid result that is finite and within the range the method can produce.
+  NaN/inf/empty arrays must be refused. Never another exception type."""
+  fn, arg, kind = case
+  call, arrays, ints, check = _API[fn]
+  args = {**arrays, **ints, "tmp": str(tmp_path_factory.mktemp("m") / "m.npy")}
+  if arg in arrays:
+    args[arg] = _CORRUPT[kind](arrays[arg])
+    label = kind
+  else:
+    args[arg] = _EXTREME_INTS[kind]
+    label = repr(_EXTREME_INTS[kind])
+  event(f"{fn}.{arg}={label}")
+  try:
+    out = call(args)
+  except (ValueError, TypeError) as e:
+    name = "image" if arg in ("images", "image") else arg
+    assert name in str(e) or (arg == "masks" and "path" in str(e)), (
+        f"{fn}({arg}={label}) raised {type(e).__name__} not naming {arg!r}: {e}")
+    return
+  assert kind not in _MUST_FAIL or arg not in arrays, f"{fn}({arg}={label}) was accepted"
+  assert check(out) is not False, f"{fn}({arg}={label}) gave {out}"

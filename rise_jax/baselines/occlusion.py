@@ -18,6 +18,7 @@ import numpy as np
 from rise_jax import _checks, engine, masks as masks_lib, substrates
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+_BASE_NOT_FINITE = -2  # ``bad`` code: the scores of the unoccluded image are not finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ def _occlusion(model_fn, cfg: _Config, mesh, images, ids, sub_array):
 
   def one(image, ids):
     sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
-    base = model_fn(image[None])[0].astype(jnp.float32)
+    base = engine.call_in_batches(model_fn, image[None], cfg.batch_size)[0].astype(jnp.float32)
     if cfg.selection == "all":
       ids = jnp.arange(base.shape[0], dtype=jnp.int32)
     base = base[ids]
@@ -56,6 +57,7 @@ def _occlusion(model_fn, cfg: _Config, mesh, images, ids, sub_array):
     init = (jnp.zeros((ids.shape[0], h * w), jnp.float32), jnp.zeros((h * w,), jnp.float32),
             jnp.asarray(-1, jnp.int32))
     acc, count, bad = engine.stream(step, init, 0, ny * nx, cfg.batch_size, mesh)
+    bad = jnp.where(jnp.all(jnp.isfinite(base)), bad, _BASE_NOT_FINITE)
     maps = jnp.where(count > 0, acc / jnp.maximum(count, 1.0), 0.0)
     return maps.reshape(-1, h, w), bad, ids
 
@@ -90,6 +92,8 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
   if window > min(h, w):
     raise ValueError(f"window must be in [1, {min(h, w)}] for a {h}x{w} image, got {window}")
   batch_size = _checks.positive_int(batch_size, "batch_size")
+  ny, nx = masks_lib.window_count_2d((h, w), window, stride)
+  batch_size = min(batch_size, ny * nx)  # capped at the windows: more would only be padding
   sub = substrates.check(substrate, (h, w, c))
   mesh = engine.batch_mesh() if mesh is None else mesh
   dev_batch = engine.device_batch_size(batch_size, mesh)
@@ -100,7 +104,8 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
     selection, ids = "all", np.zeros((num_images, 0), np.int32)
   elif isinstance(sel, int):
     selection = "ids"
-    ids = np.asarray(jax.lax.top_k(model_fn(batch), sel)[1], np.int32)
+    ids = np.asarray(jax.lax.top_k(engine.call_in_batches(model_fn, batch, dev_batch), sel)[1],
+                     np.int32)
   else:
     selection, ids = "ids", np.tile(sel[None], (num_images, 1))
   cfg = _Config(size=(h, w), window=window, stride=stride, batch_size=dev_batch,
@@ -108,6 +113,10 @@ def occlusion(model_fn: Callable[[jax.Array], jax.Array], images, *, window: int
   sub_array = sub if cfg.substrate is None else jnp.zeros((), jnp.float32)
   maps, bad, ids = _occlusion(model_fn, cfg, mesh, batch, jnp.asarray(ids), sub_array)
   for i, first in enumerate(np.asarray(bad)):
+    if first == _BASE_NOT_FINITE:
+      raise engine.black_box_failure(model_fn, f"for image {i} on the unoccluded image (the "
+                                     "score every drop is measured from)",
+                                     returned="no map is returned")
     if first >= 0:
       raise engine.black_box_failure(
           model_fn, f"for image {i}, window {int(first)} (batch {int(first) // dev_batch})",

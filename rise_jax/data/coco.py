@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from rise_jax import _checks
 from rise_jax.data.preprocess import (
   Examples,
   drop_missing,
@@ -206,6 +207,8 @@ def load_segmentation(annotation_json: str | os.PathLike, image_dir: str | os.Pa
                        f"'height' and 'width', got {info!r}")
     if info["id"] in images:
       raise ValueError(f"COCO annotation file {path}: duplicate image id {info['id']}")
+    _checks.contained_path(image_dir, info["file_name"],
+                           f"COCO annotation file {path}, image {info['id']!r}")
     images[info["id"]] = info
   per_image = collections.defaultdict(list)
   for ann in data["annotations"]:

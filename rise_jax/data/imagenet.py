@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from rise_jax import _checks
 from rise_jax.data.preprocess import Examples, read_image, tfds_source, tfds_text, wrap_tfds
 
 NUM_CLASSES = 1000
@@ -115,7 +116,8 @@ def load_folder(image_dir: str | os.PathLike, label_file: str | os.PathLike, *,
 
   Raises:
     FileNotFoundError: A missing folder, label file or (with ``errors="raise"``) listed image.
-    ValueError: A malformed label file, or (with ``errors="raise"``) images in the folder that
+    ValueError: A malformed label file, a listed file name leading out of ``image_dir``
+      (``..`` or an absolute path), or (with ``errors="raise"``) images in the folder that
       the label file does not list (the message names them).
   """
   image_dir = os.fspath(image_dir)
@@ -123,6 +125,8 @@ def load_folder(image_dir: str | os.PathLike, label_file: str | os.PathLike, *,
   if not os.path.isdir(image_dir):
     raise FileNotFoundError(f"image folder not found: {image_dir}")
   entries = read_label_file(label_file, num_classes)
+  for name, _ in entries:  # '../x.png' or an absolute path would read outside image_dir
+    _checks.contained_path(image_dir, name, f"label file {label_file}")
   listed = {name for name, _ in entries}
   unlisted = [f for f in _image_files(image_dir) if os.path.normpath(f) not in listed]
   missing = [name for name, _ in entries

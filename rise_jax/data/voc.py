@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
+from rise_jax import _checks
 from rise_jax.data.preprocess import (
     Examples,
     drop_missing,
@@ -242,7 +243,11 @@ def load_segmentation(voc_root: str | os.PathLike, split: str = "val", *, year: 
     path = os.path.join(base, folder)
     if not os.path.isdir(path):
       raise FileNotFoundError(f"VOC folder not found: {path}")
-  ids = read_split(os.path.join(base, folders["split"], f"{split}.txt"))
+  split_file = os.path.join(base, folders["split"], f"{split}.txt")
+  ids = read_split(split_file)
+  for sample_id in ids:  # '../x' would read outside the VOC folders
+    _checks.contained_path(os.path.join(base, "JPEGImages"), f"{sample_id}.jpg",
+                           f"split file {split_file}")
 
   def files(sample_id: str) -> dict[str, str]:
     out = {"image": os.path.join(base, "JPEGImages", f"{sample_id}.jpg"),

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.errors
 import flax.linen as nn
 import flax.struct
 import jax
@@ -138,25 +139,37 @@ def explain(module: nn.Module, variables: Any, images: Any, mesh: Mesh | None = 
     ``mesh`` spans several processes: every process gets all masks).
 
   Raises:
-    ValueError: For images that are not [B, H, W, 3] or not finite.
-    TypeError: For images that are not real-valued.
+    ValueError: For images that are not [B, H, W, 3] or not finite, or variables that do not
+      fit the module.
+    TypeError: For images that are not floating point (uint8 / bool photos are refused).
   """
   _check_images(images)
   dtype = getattr(images, "dtype", None)
   dtype = np.asarray(images).dtype if dtype is None else dtype
-  if not any(jnp.issubdtype(dtype, t) for t in (jnp.floating, jnp.integer, jnp.bool_)):
-    raise TypeError(f"images must be a real-valued array (normalised floats), got dtype {dtype}")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    # uint8 / bool photos in 0..255 are not normalised: the masks would saturate.
+    raise TypeError(f"images must be floating point (normalised as the explanandum expects), "
+                    f"got dtype {dtype}; preprocess uint8 photos first")
+  if not isinstance(variables, Mapping) or "params" not in variables:
+    raise ValueError(f"variables must be the Explainer's variables {{'params': ..., "
+                     f"'batch_stats': ...}}, got {type(variables).__name__}"
+                     + (f" with keys {sorted(variables)}" if isinstance(variables, Mapping)
+                        else ""))
   # On the device without a mesh; on the host with one (global arrays are built from it).
   x = jnp.asarray(images, jnp.float32) if mesh is None else np.asarray(images, np.float32)
   if not bool(jnp.all(jnp.isfinite(x))):
     raise ValueError("images contain NaN or inf values; the masks would be NaN")
-  if mesh is None:
-    return _explain(module, variables, x)
-  b = x.shape[0]
-  pad = -b % mesh.size
-  if pad:
-    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
-  out = _explain(module, engine.replicate(variables, mesh), engine.shard_batch(x, mesh))
+  try:
+    if mesh is None:
+      return _explain(module, variables, x)
+    b = x.shape[0]
+    pad = -b % mesh.size
+    if pad:
+      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
+    out = _explain(module, engine.replicate(variables, mesh), engine.shard_batch(x, mesh))
+  except flax.errors.FlaxError as e:  # a missing or mis-shaped parameter
+    raise ValueError(f"variables do not fit module {type(module).__name__} (not its "
+                     f"variables, or another image channel count): {e}") from e
   return jnp.asarray(engine.to_host(out)[:b])
 
 

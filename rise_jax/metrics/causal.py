@@ -136,6 +136,8 @@ def _causal(mode, model_fn, images, saliency, class_ids, *, step, substrate, bat
     raise ValueError(
         f"class_ids must be {num_images} integer class id(s), one per image, got {class_ids!r}")
   mesh = engine.batch_mesh() if mesh is None else mesh
+  # Capped at the images' steps: larger batches would only be padding.
+  batch_size = min(batch_size, num_images * (math.ceil(h * w / step) + 1))
   dev_batch = engine.device_batch_size(batch_size, mesh)
   out = engine.check_black_box(model_fn, jax.ShapeDtypeStruct((dev_batch, h, w, c), jnp.float32),
                                out_rank=2)

@@ -46,8 +46,13 @@ def _as_gt_mask(gt, shape: tuple[int, int]) -> np.ndarray:
       if y1 < y0 or x1 < x0:
         raise ValueError(f"gt box (y0, x0, y1, x1) must have y1 >= y0 and x1 >= x0, got "
                          f"{[y0, x0, y1, x1]}")
-      mask[max(int(np.floor(y0)), 0):max(int(np.ceil(y1)), 0),
-           max(int(np.floor(x0)), 0):max(int(np.ceil(x1)), 0)] = True
+      rows = slice(max(int(np.floor(y0)), 0), max(int(np.ceil(y1)), 0))
+      cols = slice(max(int(np.floor(x0)), 0), max(int(np.ceil(x1)), 0))
+      if not mask[rows, cols].size:
+        # Scored as "no object" it would silently drop the pair from the game.
+        raise ValueError(f"gt box (y0, x0, y1, x1) = {[y0, x0, y1, x1]} covers no pixel of "
+                         f"the {shape[0]}x{shape[1]} map (outside it or of zero area)")
+      mask[rows, cols] = True
     return mask
   raise ValueError(
       "gt must be a boolean mask [H, W] or boxes [k, 4] as (y0, x0, y1, x1) with exclusive "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rise_jax import _checks
 from rise_jax.data import imagenet, preprocess as preprocess_lib
 from rise_jax.models import common
 from rise_jax.train import checkpoint
@@ -135,6 +137,10 @@ class Classifier:
     if arr.ndim != 4 or arr.shape[-1] != 3 or tuple(arr.shape[1:3]) != (s, s):
       raise ValueError(f"images must be uint8 photos [B, H, W, 3] or preprocessed float32 "
                        f"[B, {s}, {s}, 3] (use .preprocess), got shape {list(arr.shape)}")
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+      raise TypeError(f"images must be uint8 photos or preprocessed floating-point images, "
+                      f"got dtype {arr.dtype}")
+    _checks.finite(arr, "images")
     return jnp.asarray(arr, jnp.float32)
 
   def predict(self, images) -> np.ndarray:
@@ -164,10 +170,16 @@ def load(name: str, path: str | os.PathLike | None = None, *, num_classes: int |
     A :class:`Classifier`.
 
   Raises:
-    ValueError: Unknown architecture, or weights that do not match the module.
+    ValueError: Unknown architecture, ``num_classes < 1``, or weights that do not match the
+      module (a leaf's presence, shape or dtype) or are not finite (names the leaf).
     FileNotFoundError: Missing weights (the message says how to convert them).
   """
   s = spec(name)
+  if num_classes is not None and (isinstance(num_classes, bool)
+                                  or not isinstance(num_classes, numbers.Integral)
+                                  or not 1 <= num_classes <= 2**31 - 1):
+    raise ValueError(f"num_classes must be None (the architecture's {s.num_classes}) or an "
+                     f"integer >= 1, got {num_classes!r}")
   module = build(name, num_classes)
   path = os.path.join(cache_dir(), name) if path is None else os.fspath(path)
   if not os.path.isdir(path):

@@ -52,26 +52,45 @@ def _mismatch(template: Any, tree: Any) -> str | None:
     if tuple(np.shape(r_flat[k])) != tuple(np.shape(v)):
       return (f"{jax.tree_util.keystr(k)} has shape {tuple(np.shape(r_flat[k]))}, the module "
               f"expects {tuple(np.shape(v))}")
+    want, got = getattr(v, "dtype", None), getattr(r_flat[k], "dtype", None)
+    if want is not None and got is not None and np.dtype(got) != np.dtype(want):
+      return (f"{jax.tree_util.keystr(k)} has dtype {np.dtype(got)}, the module expects "
+              f"{np.dtype(want)}")
   extra = [jax.tree_util.keystr(k) for k in r_flat if k not in t_keys]
   if extra:
     return f"unexpected entries {extra[:5]}"
   return None
 
 
-def load_variables(path: str | os.PathLike, template: Any | None = None) -> Any:
+def _not_finite(tree: Any) -> str | None:
+  """The first floating-point leaf holding NaN or inf, described, or None."""
+  for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    arr = np.asarray(v)
+    if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+      count = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+      return f"{jax.tree_util.keystr(k)} holds {count} NaN or inf value(s)"
+  return None
+
+
+def load_variables(path: str | os.PathLike, template: Any | None = None, *,
+                   check_finite: bool = True) -> Any:
   """Loads what :func:`save_variables` wrote.
 
   Args:
     path: The checkpoint folder.
-    template: Optional pytree with the expected structure and shapes (e.g. ``module.init``
-      output or its ``jax.eval_shape``); a checkpoint that does not match raises.
+    template: Optional pytree with the expected structure, shapes and dtypes (e.g.
+      ``module.init`` output or its ``jax.eval_shape``); a checkpoint that does not match
+      raises.
+    check_finite: Refuse floating-point leaves holding NaN or inf (a diverged or damaged
+      checkpoint predicts NaN); ``False`` loads them anyway, e.g. to inspect them.
 
   Returns:
     The pytree of arrays.
 
   Raises:
     FileNotFoundError: No checkpoint at ``path``.
-    ValueError: The checkpoint does not match ``template`` (names the first difference).
+    ValueError: The checkpoint does not match ``template`` (names the first leaf whose
+      presence, shape or dtype differs), or a leaf is not finite (names it).
   """
   path = _abs(path)
   if not os.path.isdir(path):
@@ -82,6 +101,10 @@ def load_variables(path: str | os.PathLike, template: Any | None = None) -> Any:
     problem = _mismatch(template, tree)
     if problem:
       raise ValueError(f"checkpoint {path} does not match the module: {problem}")
+  problem = _not_finite(tree) if check_finite else None
+  if problem:
+    raise ValueError(f"checkpoint {path} is not finite: {problem} (pass check_finite=False "
+                     "to load it anyway)")
   return tree
 
 
