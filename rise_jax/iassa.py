@@ -344,7 +344,8 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
   if code_region:  # raw scores, as the authors' code
     base, base_ok = jnp.float32(0.0), jnp.asarray(True)
   else:  # the fully masked image's score: the "no evidence" level S is measured from (SPEC §5)
-    base_out = model_fn(jnp.broadcast_to(sub, image.shape)[None].astype(image.dtype))
+    base_out = engine.call_in_batches(  # every call gets batch_size images (the contract)
+        model_fn, jnp.broadcast_to(sub, image.shape)[None].astype(image.dtype), cfg.batch_size)
     base = jnp.take(base_out, class_id, axis=1).astype(jnp.float32)[0]
     base_ok = jnp.isfinite(base)
     base = jnp.where(base_ok, base, 0.0)

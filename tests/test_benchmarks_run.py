@@ -129,6 +129,7 @@ def test_headline_targets():
     common.headline(1.0, "< 2")
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_quick_run_writes_the_schema(tmp_path):
   """The --quick path end to end through benchmarks.run (the cheapest benchmark): exit 0, a JSON
   with the schema, the commit and the machine, and the summary --collect builds."""

@@ -121,6 +121,7 @@ def test_synthetic_quick_config_runs_end_to_end_and_reuses_stages(tmp_path):
   assert again["table2"]["Explainer"] == pytest.approx(results["table2"]["Explainer"])
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_paper_config_runs_on_mock_voc(tmp_path):
   from rise_jax.models import registry
   from rise_jax.train import checkpoint

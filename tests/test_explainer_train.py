@@ -97,6 +97,7 @@ def test_resume_equals_uninterrupted_and_explanandum_frozen(tmp_path, data):
   assert not set(frozen["params"]) & {p[0] for p in _paths(saved.params)}
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_early_stopping(tmp_path, data):
   tr, va, frozen = data
   # At this learning rate the validation loss rises after epoch 1 (1.057 -> 1.099 on CPU):

@@ -33,6 +33,7 @@ def _small_resnet():
   return ResNet(stage_sizes=(1, 1, 1, 1), block="basic", num_classes=6, width=8)
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_kill_and_resume_equals_uninterrupted(tmp_path, small):
   tr, va = small
   kw = dict(batch_size=16, learning_rate=1e-2, seed=3, progress=False)

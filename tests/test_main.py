@@ -119,6 +119,7 @@ def quick_run(tmp_path_factory):
   return config, workdir, main_job.run(config, workdir)
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_quick_run_writes_every_table_and_figure(quick_run):
   config, workdir, summary = quick_run
   with open(os.path.join(workdir, "results.json")) as f:
@@ -145,6 +146,7 @@ def test_quick_run_writes_every_table_and_figure(quick_run):
     assert os.path.getsize(os.path.join(workdir, p)) > 1000
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_quick_run_segmentation_rise_numbers(quick_run):
   _, workdir, summary = quick_run
   seg = summary["stages"]["segmentation_rise"]
@@ -158,6 +160,7 @@ def test_quick_run_segmentation_rise_numbers(quick_run):
       np.mean([r["object_area"] for r in rows]))
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_rerun_reuses_every_stage(quick_run, monkeypatch):
   config, workdir, summary = quick_run
 

@@ -117,6 +117,7 @@ def _check_rise_on_the_synthetic_scene_passes_the_causal_metrics(executed):
   assert rise["object_minus_other_objects"] > 0
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_notebook_executes_and_its_results_hold(tmp_path_factory):
   """One test (one kernel run, also under pytest-xdist) that runs every check above."""
   executed = _execute(tmp_path_factory)

@@ -170,6 +170,7 @@ def test_run_sweep_calls_the_runner_once_per_new_point(tmp_path):
     sweep.run_sweep(_config(), [], str(tmp_path), runner)
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_quick_rise_sweep_end_to_end(tmp_path_factory, monkeypatch):
   from tests.test_rise_experiment import shared_classifier_dir
 
