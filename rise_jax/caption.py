@@ -129,7 +129,7 @@ def _raise_if_out_of_range(caption_model_fn, cfg, image, tokens, key, mask_array
     m = mask_array[idx]
   else:
     m = masks_lib.mask_fn(key, cfg.size, cfg.grid, cfg.p1)(idx)
-  sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+  sub = substrates.build(cfg.substrate if cfg.substrate is not None else sub_array, image)
   x = jnp.broadcast_to(substrates.perturb(image, m, sub), (cfg.batch_size, *image.shape))
   p = np.asarray(caption_model_fn(x, tokens), np.float32)[0]
   if np.all(np.isfinite(p)):

@@ -329,7 +329,7 @@ def _iassa_one(model_fn, feature_fn, cfg: _Config, mesh, image, class_id, sub_ar
   """IASSA for one image float32[H, W, C]; see :func:`iassa`."""
   h, w = cfg.size
   num_iters = len(cfg.schedule)
-  sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+  sub = substrates.build(cfg.substrate if cfg.substrate is not None else sub_array, image)
 
   feats = feature_fn(image[None])
   attn = _attention(feats, cfg.scale)

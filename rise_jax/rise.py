@@ -87,7 +87,7 @@ def _select(model_fn, cfg: _Config, aux):
 def _rise_one(model_fn, cfg: _Config, mesh, image, key, mask_array, sub_array, aux):
   """RISE for one image. Returns (maps float32[K, H, W], used int32[], bad int32[], ids)."""
   h, w = cfg.size
-  sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+  sub = substrates.build(cfg.substrate if cfg.substrate is not None else sub_array, image)
   make_masks = _mask_source(key, mask_array, cfg)
   base_ok = jnp.asarray(True)
   if cfg.selection == "topk":
@@ -371,7 +371,7 @@ def _seg_max(model_fn, cfg: _Config, mesh, pixel_chunk, image, key, mask_array, 
   h, w = cfg.size
   n, b = cfg.num_masks, cfg.batch_size
   num_rows = int(math.ceil(n / b) * b)
-  sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+  sub = substrates.build(cfg.substrate if cfg.substrate is not None else sub_array, image)
   make_masks = _mask_source(key, mask_array, cfg)
 
   def score_step(carry, idx, valid):

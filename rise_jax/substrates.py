@@ -125,7 +125,7 @@ def check(substrate, image_shape: tuple[int, ...], name: str = "substrate"):
       f"{type(substrate).__name__}")
 
 
-def make(substrate, image: jax.Array) -> jax.Array:
+def build(substrate, image: jax.Array) -> jax.Array:
   """The substrate for one image, broadcastable to it.
 
   Args:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import explainer as explainer_config, explainer_paper
-from experiments.tasks import explainer as experiment
+from experiments.tasks import datasets, explainer as experiment
 from rise_jax.metrics.explainer import explainer_scores
 from tests import data_fixtures as fx
 
@@ -143,12 +143,10 @@ def test_paper_config_runs_on_mock_voc(tmp_path):
 
 
 def test_paper_config_without_test_paths_says_what_is_missing(tmp_path):
-  from rise_jax.data import loaders
-
   config = explainer_paper.get_config("coco-vgg16,quick")
   with pytest.raises((ValueError, FileNotFoundError)):
-    loaders.explainer_splits(config.data)
+    datasets.real_splits(config.data)
   config = explainer_paper.get_config("voc-vgg16,quick")
   config.data.name = "imagenet"
   with pytest.raises(ValueError, match="data.name must be"):
-    loaders.explainer_splits(config.data)
+    datasets.real_splits(config.data)

@@ -71,6 +71,7 @@ def test_steps_lower_the_loss_and_keep_the_explanandum(data):
   assert np.isfinite(float(loss0)) and np.isfinite(float(loss1))
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_resume_equals_uninterrupted_and_explanandum_frozen(tmp_path, data):
   tr, va, frozen = data
   before = jax.tree.map(np.array, frozen)

@@ -71,6 +71,7 @@ def test_fit_bad_input(small):
                    progress=False)
 
 
+@pytest.mark.slow  # end to end: runs in .ci/run's slow set
 def test_train_and_evaluate_quick_config(tmp_path):
   from configs import classifier as cfg_lib
 

@@ -73,7 +73,7 @@ def np_occlusion_windows(window, stride):
 def np_scores(model_fn, image, masks, class_id, substrate="zeros"):
   """f(x_i)_c for x_i = M_i * x + (1 - M_i) * substrate, and f(substrate)_c."""
   x = np.asarray(image, np.float64)
-  sub = np.broadcast_to(np.asarray(substrates.make(substrate, jnp.asarray(image)), np.float64),
+  sub = np.broadcast_to(np.asarray(substrates.build(substrate, jnp.asarray(image)), np.float64),
                         x.shape)
   xs = masks[..., None] * x + (1 - masks[..., None]) * sub
   scores = np.asarray(model_fn(jnp.asarray(xs, jnp.float32)), np.float64)[:, class_id]

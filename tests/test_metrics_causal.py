@@ -23,7 +23,7 @@ def reference_curve(model_fn, image, sal, cls, step, mode, substrate):
   """The RISE authors' loop: one forward per step, pixels changed in the order
   ``flip(argsort(saliency))`` (stable argsort: among ties the higher index first)."""
   x = np.asarray(image, np.float32)
-  sub = np.broadcast_to(np.asarray(substrates.make(substrate, jnp.asarray(x))), x.shape)
+  sub = np.broadcast_to(np.asarray(substrates.build(substrate, jnp.asarray(x))), x.shape)
   start, finish = (x.copy(), sub.copy()) if mode == "deletion" else (sub.copy(), x.copy())
   order = np.flip(np.argsort(np.asarray(sal).reshape(-1), kind="stable"))
   n = math.ceil(x.shape[0] * x.shape[1] / step)

@@ -273,7 +273,7 @@ def test_causal_metrics_valid_or_clear_error(data, broken, mode, h, w):
   assert np.isfinite(curve).all() and curve.min() >= 0.0 and curve.max() <= 1.0
   assert curve.min() - 1e-6 <= area <= curve.max() + 1e-6
   x = jnp.asarray(image, jnp.float32)
-  canvas = jnp.broadcast_to(substrates.make(substrates.check(sub, x.shape), x), x.shape)
+  canvas = jnp.broadcast_to(substrates.build(substrates.check(sub, x.shape), x), x.shape)
   on_image = float(_prob_box(x[None])[0, cid[0]])
   on_canvas = float(_prob_box(canvas[None])[0, cid[0]])
   first, last = (on_image, on_canvas) if mode == "deletion" else (on_canvas, on_image)

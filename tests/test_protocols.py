@@ -69,13 +69,13 @@ def test_blur_is_the_authors_gkern():
   np.testing.assert_allclose(np.outer(taps, taps), kern, atol=1e-12)
   np.testing.assert_allclose(kern.sum(), 1.0, atol=1e-12)  # reflect mode folds the tails back
   image = _rng.normal(size=(17, 13, 3)).astype(np.float32)
-  np.testing.assert_allclose(substrates.make("blur", jnp.asarray(image)), np_blur(image, kern),
+  np.testing.assert_allclose(substrates.build("blur", jnp.asarray(image)), np_blur(image, kern),
                              atol=1e-6)
   # The renormalised sampled Gaussian stays available, and is sharper than the authors' kernel.
   r = np.arange(11) - 5.0
   g = np.exp(-0.5 * (r / 5) ** 2)
   g /= g.sum()
-  np.testing.assert_allclose(substrates.make("blur_normalized", jnp.asarray(image)),
+  np.testing.assert_allclose(substrates.build("blur_normalized", jnp.asarray(image)),
                              np_blur(image, np.outer(g, g)), atol=1e-6)
   assert kern[5, 5] < 0.75 * np.outer(g, g)[5, 5]
   with pytest.raises(ValueError, match="blur_normalized"):

@@ -27,7 +27,7 @@ IMAGE = jnp.asarray(_rng.normal(size=(H, W, 3)), jnp.float32)
 def brute_force(f, image, masks, substrate, normalize, p1):
   m = np.asarray(masks, np.float64)
   x = np.asarray(image, np.float64)
-  sub = np.broadcast_to(np.asarray(substrates.make(substrate, jnp.asarray(image)), np.float64),
+  sub = np.broadcast_to(np.asarray(substrates.build(substrate, jnp.asarray(image)), np.float64),
                         x.shape)
   xs = m[..., None] * x + (1 - m[..., None]) * sub
   scores = np.asarray(f(jnp.asarray(xs, jnp.float32)), np.float64)  # [N, C]

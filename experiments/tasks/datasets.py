@@ -177,4 +177,45 @@ def load_splits(config) -> tuple[dict, dict, dict]:
   """Train/val/test arrays ``{"image", "label", "segmentation"}`` of the config's dataset."""
   if config.data.name == "synthetic":
     return synthetic_splits(config)
-  return loaders.explainer_splits(config.data, progress=config.get("progress", True))
+  return real_splits(config.data, progress=config.get("progress", True))
+
+
+def real_splits(data, progress: bool = True) -> tuple[dict, dict, dict]:
+  """Train/val/test arrays of a config's ``data`` section (``name`` ``"voc"`` or ``"coco"``).
+
+  Args:
+    data: ``ml_collections`` section with ``name``, ``image_size``, ``num_classes``,
+      ``data_dir`` (TFDS folder), ``max_train``, ``max_val``, ``max_test`` and, for the test
+      split, ``voc_root`` + ``test_split`` (VOC segmentation list, default ``"test"``) or
+      ``coco_annotations`` + ``coco_images`` (COCO).
+    progress: Show progress bars.
+
+  Returns:
+    ``(train, val, test)`` as :func:`rise_jax.data.loaders.to_arrays` (test with
+    segmentation).
+
+  Raises:
+    ValueError: An unknown dataset name or a missing test-set path.
+    FileNotFoundError: A dataset that is not prepared (the message names the folder).
+  """
+  kw = dict(size=data.image_size, num_classes=data.num_classes, progress=progress)
+  data_dir = data.get("data_dir") or None
+  if data.name == "voc":
+    tr, va = voc.tfds_examples("train", data_dir), voc.tfds_examples("validation", data_dir)
+    if not data.get("voc_root"):
+      raise ValueError("data.voc_root must name the VOCdevkit folder (its segmentation test "
+                       "list is the test split)")
+    te = voc.load_segmentation(data.voc_root, data.get("test_split") or "test",
+                                annotations=False)
+  elif data.name == "coco":
+    tr, va = coco.tfds_examples("train", data_dir), coco.tfds_examples("validation", data_dir)
+    if not data.get("coco_annotations") or not data.get("coco_images"):
+      raise ValueError("data.coco_annotations and data.coco_images must name the instances "
+                       "JSON and the image folder of the test split")
+    te = coco.load_segmentation(data.coco_annotations, data.coco_images)
+  else:
+    raise ValueError(f"data.name must be 'synthetic', 'voc' or 'coco', got {data.name!r}")
+  return (loaders.to_arrays(tr, limit=data.get("max_train"), desc=f"{data.name} train", **kw),
+          loaders.to_arrays(va, limit=data.get("max_val"), desc=f"{data.name} val", **kw),
+          loaders.to_arrays(te, limit=data.get("max_test"), segmentation=True,
+                    desc=f"{data.name} test", **kw))

@@ -38,7 +38,7 @@ def _occlusion(model_fn, cfg: _Config, mesh, images, ids, sub_array):
   make = masks_lib.window_mask_fn(cfg.size, cfg.window, cfg.stride)
 
   def one(image, ids):
-    sub = substrates.make(cfg.substrate if cfg.substrate is not None else sub_array, image)
+    sub = substrates.build(cfg.substrate if cfg.substrate is not None else sub_array, image)
     base = engine.call_in_batches(model_fn, image[None], cfg.batch_size)[0].astype(jnp.float32)
     if cfg.selection == "all":
       ids = jnp.arange(base.shape[0], dtype=jnp.int32)

@@ -88,7 +88,7 @@ def _curves(model_fn, cfg: _Config, mesh, images, saliency, class_ids, sub_array
   per_image = cfg.num_steps + 1
   total = num_images * per_image
   spec = cfg.substrate if cfg.substrate is not None else sub_array
-  subs = jax.vmap(lambda x: jnp.broadcast_to(substrates.make(spec, x), x.shape))(images)
+  subs = jax.vmap(lambda x: jnp.broadcast_to(substrates.build(spec, x), x.shape))(images)
 
   def step(carry, idx, valid):
     curve, bad = carry

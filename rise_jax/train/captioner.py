@@ -98,7 +98,7 @@ def caption_loss(module: captioner_lib.Captioner, params: Any, images: jax.Array
   return loss, acc
 
 
-def evaluate(module: captioner_lib.Captioner, variables: Variables, data: dict, *,
+def evaluate_captioner(module: captioner_lib.Captioner, variables: Variables, data: dict, *,
              batch_size: int = 256) -> dict:
   """Loss, token accuracy and greedy-caption accuracy on a captioned dataset.
 
