@@ -132,8 +132,13 @@ def contained_path(folder: str, name, what: str) -> str:
 
 
 def open_unit(value, name: str) -> float:
+  """A number in (0, 1) that stays in (0, 1) in float32 (the methods compute in float32: a
+  ``p1`` that underflows to 0 would divide by zero)."""
   if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < value < 1.0:
     raise ValueError(f"{name} must be a number in the open interval (0, 1), got {value!r}")
+  if not np.finfo(np.float32).tiny <= np.float32(value) < 1.0:
+    raise ValueError(f"{name} must be in (0, 1) in float32, i.e. in [1.2e-38, 1 - 6e-8], got "
+                     f"{value!r}")
   return float(value)
 
 

@@ -18,7 +18,9 @@ _ANY_P1 = st.one_of(st.floats(min_value=-0.5, max_value=1.5),
 
 
 def _valid(num_masks, size, grid, p1):
-  return num_masks >= 1 and size >= 1 and 1 <= grid <= size and 0 < p1 < 1  # NaN: False
+  # p1 must stay in (0, 1) in float32 (an underflowing p1 would divide by zero); NaN: False.
+  p1_ok = 0 < p1 < 1 and np.finfo(np.float32).tiny <= np.float32(p1) < 1
+  return num_masks >= 1 and size >= 1 and 1 <= grid <= size and p1_ok
 
 
 @_SETTINGS
